@@ -1,0 +1,1 @@
+"""The EV aggregator: portfolio of charge points and sessions, flexibility model, optimiser, dispatch."""

@@ -1,0 +1,1 @@
+"""Our aggregator's subscriptions to market events (placeholder until dispatch lands)."""

@@ -1,0 +1,1 @@
+"""Shared plumbing: base model, audit events, error vocabulary, ISP/time and unit helpers, the HTTP client."""

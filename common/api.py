@@ -1,0 +1,84 @@
+"""API plumbing shared by every app: the error contract, role permissions, pagination."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from common.exceptions import ApplicationError
+
+
+def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
+    """Walk DRF's nested error detail to the first leaf: (field path, message, code)."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            path = key if not prefix else f"{prefix}.{key}"
+            if key == "non_field_errors":
+                path = prefix or None  # type: ignore[assignment]
+            return _first_field_error(value, path or "")
+    if isinstance(detail, list) and detail:
+        for index, value in enumerate(detail):
+            if value:  # skip empty entries of list serializers
+                path = prefix if not isinstance(value, dict) else f"{prefix}[{index}]"
+                return _first_field_error(value, path)
+    code = getattr(detail, "code", "invalid") or "invalid"
+    return (prefix or None), str(detail), str(code)
+
+
+def error_body(*, code: str, message: str, field: str | None = None, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message, "field": field}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """One error contract for every API error: HTTP status + {"error": {code, message, field}}."""
+    if isinstance(exc, ApplicationError):
+        return Response(
+            error_body(code=exc.code, message=exc.message, field=exc.field, details=exc.extra or None),
+            status=exc.status_code,
+        )
+    if isinstance(exc, DjangoValidationError):
+        if hasattr(exc, "error_dict"):
+            field, messages = next(iter(exc.message_dict.items()))
+            first = exc.error_dict[field][0]
+            return Response(
+                error_body(code=first.code or "invalid", message=messages[0], field=field, details=exc.message_dict),
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        first_error = exc.error_list[0]
+        return Response(
+            error_body(code=first_error.code or "invalid", message=exc.messages[0]), status=status.HTTP_400_BAD_REQUEST
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        field, message, code = _first_field_error(exc.detail)
+        response.data = error_body(code=code, message=message, field=field, details=exc.detail)
+    elif isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        response.data = error_body(code=str(code), message=str(exc.detail))
+    return response
+
+
+class CreatedAtCursorPagination(CursorPagination):
+    """Stable pagination for append-mostly lists (newest first)."""
+
+    page_size = 50
+    max_page_size = 500
+    page_size_query_param = "page_size"
+    ordering = "-created_at"

@@ -1,0 +1,39 @@
+"""Recording audit events (the write side of common.models.AuditEvent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from common.models import AuditEvent
+
+
+def audit_record(
+    *,
+    obj: models.Model,
+    action: str,
+    actor: Any = None,
+    actor_label: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append an audit event for `obj`. Call inside the transaction that makes the change."""
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    return AuditEvent.objects.create(
+        actor=user,
+        actor_label=actor_label or ("" if user else "system"),
+        action=action,
+        content_type=ContentType.objects.get_for_model(obj),
+        object_id=str(obj.pk),
+        before=before,
+        after=after,
+    )
+
+
+def audit_trail(obj: models.Model) -> models.QuerySet[AuditEvent]:
+    """Every audit event of one object, newest first."""
+    return AuditEvent.objects.filter(
+        content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+    ).select_related("actor")

@@ -1,0 +1,23 @@
+"""URL configuration: admin console, DSO portal, bidding API (+ OpenAPI docs), OCPI endpoints, sandbox."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("portal/", include("market.portal_urls")),
+    path("api/v1/market/", include("market.urls")),
+    path("api/v1/settlement/", include("settlement.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("ocpi/", include("aggregator.ocpi_urls")),
+]
+
+if settings.SANDBOX_ENABLED:
+    urlpatterns.append(path("sandbox/", include("sandbox.urls")))

@@ -1,0 +1,334 @@
+"""Market data: who trades, where the grid is congested, and the USEF flex messages with their ISP rows.
+
+Power is in integer watts, positive = consumption from the grid; a requested or offered reduction is
+negative. Money is Decimal EUR. Status fields change only through market.services.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from common.ean import validate_ean18
+from common.models import BaseModel, PublicIdModel
+
+usef_domain_validator = RegexValidator(
+    regex=r"^([a-z0-9]+(-[a-z0-9]+)*\.)+[a-z]{2,}$",
+    message="A USEF domain is a lower-case internet domain name such as dso.example.com.",
+    code="invalid_domain",
+)
+
+
+class Participant(PublicIdModel):
+    """An organisation acting in one USEF role, identified by its internet domain (as in UFTP)."""
+
+    class Role(models.TextChoices):
+        DSO = "DSO", "Distribution system operator"
+        AGR = "AGR", "Aggregator"
+        CRO = "CRO", "Common reference operator"
+        BRP = "BRP", "Balance responsible party"
+        TSO = "TSO", "Transmission system operator"
+
+    name = models.CharField(max_length=200)
+    role = models.CharField(max_length=3, choices=Role.choices)
+    domain = models.CharField(max_length=253, validators=[usef_domain_validator])
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["domain", "role"], name="participant_domain_role_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role})"
+
+
+class User(AbstractUser):
+    """A person (or machine user) acting for one participant."""
+
+    participant = models.ForeignKey(Participant, null=True, blank=True, on_delete=models.PROTECT, related_name="users")
+
+    @property
+    def role(self) -> str | None:
+        return self.participant.role if self.participant_id else None
+
+
+class CongestionPoint(PublicIdModel):
+    """A grid element (transformer, cable) with the connections behind it, owned by one DSO."""
+
+    ean = models.CharField("EAN", max_length=18, unique=True, validators=[validate_ean18])
+    dso = models.ForeignKey(
+        Participant,
+        on_delete=models.PROTECT,
+        related_name="congestion_points",
+        limit_choices_to={"role": Participant.Role.DSO},
+    )
+    name = models.CharField(max_length=200)
+    # Physical limit the DSO plans against (optional; used by the optimiser to avoid new peaks).
+    capacity_kw = models.DecimalField(max_digits=10, decimal_places=1, null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.ean})"
+
+    @property
+    def entity_address(self) -> str:
+        """UFTP EntityAddress form."""
+        return f"ean.{self.ean}"
+
+    def clean(self) -> None:
+        if self.dso_id and self.dso.role != Participant.Role.DSO:
+            raise ValidationError({"dso": "A congestion point belongs to a participant with the DSO role."})
+
+
+class Connection(BaseModel):
+    """A metered grid connection (EAN-18) behind a congestion point."""
+
+    ean = models.CharField("EAN", max_length=18, primary_key=True, validators=[validate_ean18])
+    congestion_point = models.ForeignKey(CongestionPoint, on_delete=models.PROTECT, related_name="connections")
+    # Standard annual consumption (Dutch "SJV"); the household base-load forecast scales with it.
+    annual_consumption_kwh = models.PositiveIntegerField(default=2800)
+
+    class Meta:
+        ordering = ["ean"]
+
+    def __str__(self) -> str:
+        return self.ean
+
+
+class AggregatorConnection(BaseModel):
+    """Which aggregator represents which connection, over a validity period (valid_until exclusive)."""
+
+    aggregator = models.ForeignKey(
+        Participant,
+        on_delete=models.PROTECT,
+        related_name="represented_connections",
+        limit_choices_to={"role": Participant.Role.AGR},
+    )
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="representations")
+    valid_from = models.DateField()
+    valid_until = models.DateField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["connection_id", "valid_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_until__isnull=True) | Q(valid_until__gt=models.F("valid_from")),
+                name="aggregator_connection_period_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.aggregator} represents {self.connection_id} from {self.valid_from}"
+
+    def covers(self, day: date) -> bool:
+        return self.valid_from <= day and (self.valid_until is None or day < self.valid_until)
+
+    def clean(self) -> None:
+        if self.aggregator_id and self.aggregator.role != Participant.Role.AGR:
+            raise ValidationError({"aggregator": "Only a participant with the AGR role can represent connections."})
+        if self.valid_until is not None and self.valid_until <= self.valid_from:
+            raise ValidationError({"valid_until": "The validity period must end after it starts."})
+        overlapping = AggregatorConnection.objects.filter(connection_id=self.connection_id).exclude(pk=self.pk)
+        overlapping = overlapping.filter(Q(valid_until__isnull=True) | Q(valid_until__gt=self.valid_from))
+        if self.valid_until is not None:
+            overlapping = overlapping.filter(valid_from__lt=self.valid_until)
+        if overlapping.exists():
+            raise ValidationError(
+                {"valid_from": "Another aggregator already represents this connection in this period."},
+                code="representation_overlap",
+            )
+
+
+class FlexMessage(PublicIdModel):
+    """Fields every UFTP flex message shares: the day it is about, where, and its message identity."""
+
+    congestion_point = models.ForeignKey(CongestionPoint, on_delete=models.PROTECT, related_name="+")
+    period = models.DateField(help_text="Market day (Europe/Amsterdam) the ISPs belong to.")
+    message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation_id = models.UUIDField(default=uuid.uuid4, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class IspRow(models.Model):
+    """One ISP of a flex message (stored one row per ISP: UFTP Start/Duration runs are expanded at the edge)."""
+
+    id = models.BigAutoField(primary_key=True)
+    isp = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)], help_text="1-based ISP index of the day.")
+
+    class Meta:
+        abstract = True
+        ordering = ["isp"]
+
+
+class FlexRequest(FlexMessage):
+    """A DSO asks for a change in power per ISP at one congestion point (USEF FlexRequest)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        OPEN = "open", "Open"
+        PARTIALLY_ORDERED = "partially_ordered", "Partially ordered"
+        ORDERED = "ordered", "Ordered"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    dso = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="flex_requests")
+    revision = models.PositiveIntegerField(default=1)
+    expires_at = models.DateTimeField()
+    service_type = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    created_by = models.ForeignKey("market.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["congestion_point", "period", "status"])]
+
+    def __str__(self) -> str:
+        return f"FlexRequest {self.congestion_point.name} {self.period} r{self.revision} [{self.status}]"
+
+
+class FlexRequestIsp(IspRow):
+    class Disposition(models.TextChoices):
+        REQUESTED = "Requested", "Requested"
+        AVAILABLE = "Available", "Available"
+
+    flex_request = models.ForeignKey(FlexRequest, on_delete=models.CASCADE, related_name="isps")
+    disposition = models.CharField(max_length=9, choices=Disposition.choices)
+    min_power_w = models.BigIntegerField()
+    max_power_w = models.BigIntegerField()
+
+    class Meta(IspRow.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["flex_request", "isp"], name="flex_request_isp_unique"),
+            models.CheckConstraint(condition=Q(min_power_w__lte=models.F("max_power_w")), name="flex_request_isp_band"),
+        ]
+
+    @property
+    def requested_reduction_w(self) -> int:
+        """For a Requested downward ISP: the reduction the DSO needs at least (|MaxPower|)."""
+        return max(0, -self.max_power_w)
+
+
+class DPrognosis(FlexMessage):
+    """An aggregator's forecast of its load per ISP at one congestion point: the settlement baseline."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", "Submitted"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+        SUPERSEDED = "superseded", "Superseded"
+
+    aggregator = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="d_prognoses")
+    revision = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.SUBMITTED, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "D-prognosis"
+        verbose_name_plural = "D-prognoses"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["aggregator", "congestion_point", "period", "revision"], name="d_prognosis_revision_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"D-prognosis {self.congestion_point.name} {self.period} r{self.revision} [{self.status}]"
+
+
+class DPrognosisIsp(IspRow):
+    d_prognosis = models.ForeignKey(DPrognosis, on_delete=models.CASCADE, related_name="isps")
+    power_w = models.BigIntegerField()
+
+    class Meta(IspRow.Meta):
+        constraints = [models.UniqueConstraint(fields=["d_prognosis", "isp"], name="d_prognosis_isp_unique")]
+
+
+class FlexOffer(FlexMessage):
+    """An aggregator offers a change in power per ISP for a price (USEF FlexOffer, one option)."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", "Submitted"
+        ACCEPTED = "accepted", "Accepted (ordered)"
+        REJECTED = "rejected", "Rejected"
+        REVOKED = "revoked", "Revoked"
+        EXPIRED = "expired", "Expired"
+
+    aggregator = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="flex_offers")
+    flex_request = models.ForeignKey(
+        FlexRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="offers"
+    )
+    d_prognosis = models.ForeignKey(DPrognosis, null=True, blank=True, on_delete=models.PROTECT, related_name="offers")
+    price_eur = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
+    currency = models.CharField(max_length=3, default="EUR")
+    min_activation_factor = models.DecimalField(max_digits=3, decimal_places=2, default=Decimal("1.00"))
+    expires_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED, db_index=True)
+    created_by = models.ForeignKey("market.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["aggregator", "status"])]
+
+    def __str__(self) -> str:
+        return f"FlexOffer {self.aggregator.name} {self.congestion_point.name} {self.period} EUR {self.price_eur}"
+
+    @property
+    def unsolicited(self) -> bool:
+        return self.flex_request_id is None
+
+
+class FlexOfferIsp(IspRow):
+    flex_offer = models.ForeignKey(FlexOffer, on_delete=models.CASCADE, related_name="isps")
+    power_w = models.BigIntegerField()
+
+    class Meta(IspRow.Meta):
+        constraints = [models.UniqueConstraint(fields=["flex_offer", "isp"], name="flex_offer_isp_unique")]
+
+
+class FlexOrder(FlexMessage):
+    """A DSO buys an offer: binding for the aggregator (USEF FlexOrder)."""
+
+    class Status(models.TextChoices):
+        PLACED = "placed", "Placed"
+        DISPATCHED = "dispatched", "Dispatched"
+        SETTLED = "settled", "Settled"
+        DISPUTED = "disputed", "Disputed"
+
+    dso = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="flex_orders_placed")
+    aggregator = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="flex_orders")
+    flex_offer = models.OneToOneField(
+        FlexOffer, null=True, blank=True, on_delete=models.PROTECT, related_name="order"
+    )
+    d_prognosis = models.ForeignKey(DPrognosis, null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
+    order_reference = models.CharField(max_length=64, unique=True)
+    price_eur = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="EUR")
+    activation_factor = models.DecimalField(max_digits=3, decimal_places=2, default=Decimal("1.00"))
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLACED, db_index=True)
+    created_by = models.ForeignKey("market.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["aggregator", "congestion_point", "period"])]
+
+    def __str__(self) -> str:
+        return f"FlexOrder {self.order_reference} [{self.status}]"
+
+
+class FlexOrderIsp(IspRow):
+    flex_order = models.ForeignKey(FlexOrder, on_delete=models.CASCADE, related_name="isps")
+    power_w = models.BigIntegerField()
+
+    class Meta(IspRow.Meta):
+        constraints = [models.UniqueConstraint(fields=["flex_order", "isp"], name="flex_order_isp_unique")]

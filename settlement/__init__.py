@@ -1,0 +1,1 @@
+"""Settlement: meter data, baselines, delivered vs ordered flexibility per ISP, statements."""

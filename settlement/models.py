@@ -1,0 +1,109 @@
+"""Meter readings per connection and ISP, and the settlement of each order into per-ISP lines and statements."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from common.models import BaseModel, PublicIdModel
+from market.models import Connection, DPrognosis, FlexOrder, Participant
+
+KWH = {"max_digits": 12, "decimal_places": 3}
+EUR = {"max_digits": 14, "decimal_places": 2}
+
+
+class MeterReading(models.Model):
+    """Energy through one connection during one ISP (15-minute smart-meter interval), in kWh."""
+
+    class Quality(models.IntegerChoices):
+        MEASURED = 0, "Measured"
+        ESTIMATED = 1, "Estimated"
+
+    id = models.BigAutoField(primary_key=True)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="meter_readings")
+    isp_start = models.DateTimeField(help_text="UTC start of the ISP.")
+    kwh_import = models.DecimalField(**KWH, validators=[MinValueValidator(Decimal("0"))])
+    kwh_export = models.DecimalField(**KWH, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))])
+    quality = models.SmallIntegerField(choices=Quality.choices, default=Quality.MEASURED)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["connection_id", "isp_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "isp_start"], name="meter_reading_unique_per_isp")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id} {self.isp_start:%Y-%m-%d %H:%M}Z +{self.kwh_import}/-{self.kwh_export} kWh"
+
+
+class Statement(PublicIdModel):
+    """What a DSO owes one aggregator for the orders settled over a period."""
+
+    class Status(models.TextChoices):
+        ISSUED = "issued", "Issued"
+        SUPERSEDED = "superseded", "Superseded"
+
+    dso = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="statements_issued")
+    aggregator = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="statements")
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Last market day included.")
+    version = models.PositiveIntegerField(default=1)
+    currency = models.CharField(max_length=3, default="EUR")
+    total_eur = models.DecimalField(**EUR)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ISSUED, db_index=True)
+    issued_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dso", "aggregator", "period_start", "period_end", "version"], name="statement_version_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Statement {self.dso.name} -> {self.aggregator.name} {self.period_start}..{self.period_end} v{self.version}"
+
+
+class OrderSettlement(BaseModel):
+    """The settlement of one flex order: baseline vs metered load per ISP, delivered flex and its payment."""
+
+    id = models.BigAutoField(primary_key=True)
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="order_settlements")
+    flex_order = models.ForeignKey(FlexOrder, on_delete=models.PROTECT, related_name="settlements")
+    d_prognosis = models.ForeignKey(DPrognosis, null=True, on_delete=models.PROTECT, related_name="+")
+    baseline_method = models.CharField(max_length=100, default="usef_d_prognosis")
+    ordered_kwh = models.DecimalField(**KWH)
+    delivered_kwh = models.DecimalField(**KWH)
+    unit_price_eur_per_kwh = models.DecimalField(max_digits=14, decimal_places=6)
+    total_eur = models.DecimalField(**EUR)
+
+    class Meta:
+        ordering = ["flex_order__period", "flex_order__order_reference"]
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "flex_order"], name="order_settled_once_per_statement")
+        ]
+
+    def __str__(self) -> str:
+        return f"settlement of {self.flex_order.order_reference}: EUR {self.total_eur}"
+
+
+class SettlementLine(models.Model):
+    """One ISP of an order settlement. Powers are ISP averages in W; delivered = baseline - measured."""
+
+    id = models.BigAutoField(primary_key=True)
+    order_settlement = models.ForeignKey(OrderSettlement, on_delete=models.CASCADE, related_name="lines")
+    isp = models.PositiveSmallIntegerField()
+    isp_start = models.DateTimeField()
+    baseline_w = models.BigIntegerField()
+    measured_w = models.BigIntegerField()
+    ordered_w = models.BigIntegerField(help_text="Ordered change, negative for a reduction.")
+    delivered_w = models.BigIntegerField(help_text="Realised reduction: baseline - measured (may be negative).")
+    paid_eur = models.DecimalField(**EUR)
+
+    class Meta:
+        ordering = ["isp"]
+        constraints = [models.UniqueConstraint(fields=["order_settlement", "isp"], name="settlement_line_isp_unique")]
