@@ -7,6 +7,7 @@ CELERY_BROKER_URL selects a Redis broker with separate worker and beat processes
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -100,8 +101,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
             },
-            # A file (not :memory:) so server threads in tests get their own connections.
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            # A file (not :memory:) so server threads in tests get their own connections; one per test
+            # process so parallel runs do not share it.
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
