@@ -1,7 +1,18 @@
-"""URL routes."""
+"""OCPI 2.2.1 routes (mounted at /ocpi/)."""
 
 from __future__ import annotations
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from aggregator import ocpi_views
+
+app_name = "ocpi"
+urlpatterns = [
+    path("versions", ocpi_views.versions, name="versions"),
+    path("2.2.1", ocpi_views.version_details, name="version-details"),
+    path(
+        "2.2.1/chargingprofiles/results/<uuid:command_id>",
+        ocpi_views.charging_profile_result,
+        name="chargingprofile-result",
+    ),
+]

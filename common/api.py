@@ -7,7 +7,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, status
+from drf_spectacular.utils import inline_serializer
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -82,3 +83,58 @@ class CreatedAtCursorPagination(CursorPagination):
     max_page_size = 500
     page_size_query_param = "page_size"
     ordering = "-created_at"
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO-8601 datetime that must carry an offset: a naive time is ambiguous across DST and is refused."""
+
+    default_error_messages = {"naive": "Give the time with a UTC offset, e.g. 2026-11-26T17:00:00+01:00."}
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str) and value and not _has_offset(value):
+            self.fail("naive")
+        return super().to_internal_value(value)
+
+
+def _has_offset(text: str) -> bool:
+    tail = text.strip()[10:]  # after the date part
+    return tail.endswith(("Z", "z")) or "+" in tail or "-" in tail
+
+
+def error_response_serializer() -> type[serializers.Serializer]:
+    return ErrorSerializer
+
+
+class _ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable error code, e.g. isp_out_of_bounds.")
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True, help_text="The input field at fault, if any (dotted path).")
+    details = serializers.JSONField(required=False)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = _ErrorBodySerializer()
+
+
+ERROR_RESPONSES = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+
+
+def paginated(serializer_class: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """OpenAPI shape of a cursor-paginated list of `serializer_class`."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )
+
+
+def paginated_response(
+    *, queryset: Any, serializer_class: type[serializers.Serializer], request: Any, view: Any
+) -> Response:
+    paginator = CreatedAtCursorPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    data = serializer_class(page, many=True, context={"request": request}).data
+    return paginator.get_paginated_response(data)

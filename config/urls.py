@@ -8,10 +8,14 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from market.portal_urls import urlpatterns as market_portal_urls
+from settlement.portal_urls import urlpatterns as settlement_portal_urls
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
     path("admin/", admin.site.urls),
-    path("portal/", include("market.portal_urls")),
+    # One `portal` namespace over both apps' pages: market must not import settlement, the URL config knows all.
+    path("portal/", include((market_portal_urls + settlement_portal_urls, "portal"))),
     path("api/v1/market/", include("market.urls")),
     path("api/v1/settlement/", include("settlement.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -170,6 +170,9 @@ class IspRow(models.Model):
         abstract = True
         ordering = ["isp"]
 
+    def __str__(self) -> str:
+        return f"ISP {self.isp}"
+
 
 class FlexRequest(FlexMessage):
     """A DSO asks for a change in power per ISP at one congestion point (USEF FlexRequest)."""

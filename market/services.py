@@ -7,7 +7,8 @@ raises ApplicationError with a stable code and the field at fault:
     power_discrepancy, requested_power_discrepancy, expiration_out_of_bounds, wrong_role, foreign_congestion_point,
     congestion_point_not_represented, reference_period_mismatch, reference_congestion_point_mismatch,
     reference_expired, reference_not_open, request_mismatch, wrong_power_sign, empty_offer, price_precision,
-    no_baseline, invalid_state (409), offer_expired
+    no_baseline, unknown_reference, invalid_state (409), offer_expired, activation_factor_out_of_bounds,
+    not_owner, invalid_price, invalid_choice
 """
 
 from __future__ import annotations
@@ -371,6 +372,7 @@ def flex_offer_submit(
         raise ApplicationError("The price cannot be negative.", code="invalid_price", field="price_eur")
     if price_eur != price_eur.quantize(Decimal("0.01")):
         raise ApplicationError("EUR prices have at most 2 decimals.", code="price_precision", field="price_eur")
+    price_eur = price_eur.quantize(Decimal("0.01"))  # 8.4000 -> 8.40: the precision is checked, trailing zeros go
     _validate_expiry(expires_at=expires_at, period=period, last_isp=max(indexes), at=at)
 
     if flex_request is not None:
@@ -383,14 +385,14 @@ def flex_offer_submit(
         if d_prognosis is None:
             raise ApplicationError("Submit a D-prognosis for this congestion point and day first: it is the baseline.",
                                    code="no_baseline", field="d_prognosis")
-    elif (
-        d_prognosis.aggregator_id != aggregator.pk
-        or d_prognosis.congestion_point_id != congestion_point.pk
-        or d_prognosis.period != period
-    ):
-        raise ApplicationError("The D-prognosis is not yours for this congestion point and day.",
+    else:
+        d_prognosis = DPrognosis.objects.get(pk=d_prognosis.pk)  # its status now, not a caller's stale copy
+    if d_prognosis.aggregator_id != aggregator.pk:
+        raise ApplicationError("Unknown D-prognosis reference.", code="unknown_reference", field="d_prognosis")
+    if d_prognosis.congestion_point_id != congestion_point.pk or d_prognosis.period != period:
+        raise ApplicationError("The D-prognosis is for another congestion point or day.",
                                code="reference_period_mismatch", field="d_prognosis")
-    elif d_prognosis.status != DPrognosis.Status.ACCEPTED:
+    if d_prognosis.status != DPrognosis.Status.ACCEPTED:
         raise ApplicationError("The referenced D-prognosis is superseded or rejected.", code="no_baseline",
                                field="d_prognosis")
 

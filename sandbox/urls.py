@@ -1,7 +1,12 @@
-"""URL routes."""
+"""Sandbox routes (only mounted when SANDBOX_ENABLED): the simulated CPO's OCPI receiver endpoints."""
 
 from __future__ import annotations
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from sandbox import cpo
+
+app_name = "sandbox"
+urlpatterns = [
+    path("cpo/ocpi/2.2.1/chargingprofiles/<str:session_id>", cpo.charging_profile_put, name="cpo-chargingprofile"),
+]

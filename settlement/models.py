@@ -107,3 +107,6 @@ class SettlementLine(models.Model):
     class Meta:
         ordering = ["isp"]
         constraints = [models.UniqueConstraint(fields=["order_settlement", "isp"], name="settlement_line_isp_unique")]
+
+    def __str__(self) -> str:
+        return f"ISP {self.isp}: delivered {self.delivered_w} W, EUR {self.paid_eur}"

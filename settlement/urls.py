@@ -1,7 +1,12 @@
-"""URL routes."""
+"""Settlement API routes under /api/v1/settlement/."""
 
 from __future__ import annotations
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from settlement import apis
+
+urlpatterns = [
+    path("statements/", apis.StatementListApi.as_view(), name="statement-list"),
+    path("statements/<uuid:statement_id>/", apis.StatementDetailApi.as_view(), name="statement-detail"),
+]

@@ -1,0 +1,1 @@
+"""Protocol adapters for dispatch, one module per protocol behind aggregator.adapters.base."""

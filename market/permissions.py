@@ -1,0 +1,41 @@
+"""Role permissions for the API: what a participant may do follows its USEF role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from market.models import Participant
+
+
+class _HasRole(BasePermission):
+    role: str = ""
+    message = "Your organisation's role does not allow this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        participant = getattr(request.user, "participant", None)
+        return bool(request.user and request.user.is_authenticated and participant and participant.is_active
+                    and participant.role == self.role)
+
+
+class IsAggregator(_HasRole):
+    role = Participant.Role.AGR
+    message = "Only aggregators (AGR) may do this."
+
+
+class IsDso(_HasRole):
+    role = Participant.Role.DSO
+    message = "Only DSOs may do this."
+
+
+class IsMarketParticipant(BasePermission):
+    """Any active DSO or aggregator (reads are scoped to the participant by selectors)."""
+
+    message = "Only DSOs and aggregators use this API."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        participant = getattr(request.user, "participant", None)
+        return bool(request.user and request.user.is_authenticated and participant and participant.is_active
+                    and participant.role in (Participant.Role.AGR, Participant.Role.DSO))

@@ -1,0 +1,24 @@
+"""Celery tasks of settlement (queue: settlement)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True)
+def settle_previous_day_task() -> dict[str, object]:
+    """Nightly (02:00 Europe/Amsterdam): settle yesterday's orders; running it twice settles nothing twice."""
+    from common.isp import market_day_of
+    from common.time import now
+    from settlement.services import settle_day
+
+    day = market_day_of(now()) - timedelta(days=1)
+    results = settle_day(period=day)
+    return {
+        "period": day.isoformat(),
+        "statements": sum(1 for r in results if r.statement),
+        "settled_orders": sum(r.settled_orders for r in results),
+        "waiting_orders": sum(len(r.waiting_orders) for r in results),
+    }

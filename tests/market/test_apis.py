@@ -1,0 +1,176 @@
+"""Bidding API: the happy path an aggregator follows, the error contract, and the tenant walls."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from common import isp as isp_time
+from market import services
+from market.models import DPrognosis, FlexOffer
+from tests.builders import evening_isps, make_offer, make_request
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+
+def prognosis_payload(point, day, power_w=50_000):
+    return {"congestion_point": point.ean, "period": day.isoformat(),
+            "isps": [{"isp": i, "power_w": power_w} for i in range(1, isp_time.isp_count(day) + 1)]}
+
+
+def offer_payload(request, power_w=-10_000, price="8.40"):
+    return {"flex_request": str(request.pk),
+            "isps": [{"isp": i, "power_w": power_w} for i in evening_isps(request.period)],
+            "price_eur": price, "expires_at": request.expires_at.isoformat()}
+
+
+@pytest.fixture
+def request_north(world, tomorrow):
+    return make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
+
+
+@pytest.fixture
+def request_far(world, tomorrow):
+    return make_request(dso=world.otherdso, point=world.cp_far, day=tomorrow)
+
+
+def test_an_aggregator_bids_on_an_open_request_end_to_end(world, request_north, request_far):
+    client = api_client_for(world.voltflex_user)
+    listed = client.get("/api/v1/market/flex-requests/")
+    assert listed.status_code == 200
+    assert [item["id"] for item in listed.json()["results"]] == [str(request_north.pk)]
+
+    created = client.post("/api/v1/market/d-prognoses/create/", prognosis_payload(world.cp_north, request_north.period),
+                          format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["revision"] == 1
+
+    offer = client.post("/api/v1/market/flex-offers/create/", offer_payload(request_north), format="json")
+    assert offer.status_code == 201, offer.json()
+    body = offer.json()
+    assert body["flex_request"] == str(request_north.pk)
+    assert body["d_prognosis"] == created.json()["id"]
+    assert body["price_eur"] == "8.40"
+    assert body["status"] == "submitted"
+
+    mine = client.get("/api/v1/market/flex-offers/")
+    assert [item["id"] for item in mine.json()["results"]] == [body["id"]]
+
+    order = services.flex_offer_accept(flex_offer=FlexOffer.objects.get(pk=body["id"]), dso=world.gridco)
+    orders = client.get("/api/v1/market/flex-orders/").json()["results"]
+    assert [item["order_reference"] for item in orders] == [order.order_reference]
+    assert client.get(f"/api/v1/market/flex-orders/{order.pk}/").status_code == 200
+
+
+def test_errors_name_a_code_and_the_field(world, request_north):
+    client = api_client_for(world.voltflex_user)
+    client.post("/api/v1/market/d-prognoses/create/", prognosis_payload(world.cp_north, request_north.period),
+                format="json")
+    payload = offer_payload(request_north)
+    payload["isps"][1]["isp"] = payload["isps"][0]["isp"]
+    response = client.post("/api/v1/market/flex-offers/create/", payload, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "isp_conflict"
+    assert response.json()["error"]["field"] == "isps[1].isp"
+
+    payload = offer_payload(request_north)
+    payload["price_eur"] = "oops"
+    error = client.post("/api/v1/market/flex-offers/create/", payload, format="json").json()["error"]
+    assert (error["code"], error["field"]) == ("invalid", "price_eur")
+
+    payload = offer_payload(request_north)
+    payload["expires_at"] = request_north.expires_at.replace(tzinfo=None).isoformat()
+    error = client.post("/api/v1/market/flex-offers/create/", payload, format="json").json()["error"]
+    assert (error["code"], error["field"]) == ("naive", "expires_at")
+    assert FlexOffer.objects.count() == 0
+
+
+def test_a_missing_prognosis_isp_is_refused_without_writing(world, tomorrow):
+    client = api_client_for(world.voltflex_user)
+    payload = prognosis_payload(world.cp_north, tomorrow)
+    payload["isps"].pop()
+    response = client.post("/api/v1/market/d-prognoses/create/", payload, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "missing_isps"
+    assert DPrognosis.objects.count() == 0
+
+
+def test_an_unknown_congestion_point_is_a_clear_error(world, tomorrow):
+    client = api_client_for(world.voltflex_user)
+    payload = prognosis_payload(world.cp_north, tomorrow)
+    payload["congestion_point"] = "871690000000000000"
+    error = client.post("/api/v1/market/d-prognoses/create/", payload, format="json").json()["error"]
+    assert (error["code"], error["field"]) == ("unknown_congestion_point", "congestion_point")
+
+
+def test_anonymous_callers_get_401_with_the_error_contract(world):
+    response = APIClient().get("/api/v1/market/flex-requests/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_a_dso_cannot_submit_offers(world, request_north):
+    response = api_client_for(world.gridco_user).post("/api/v1/market/flex-offers/create/",
+                                                      offer_payload(request_north), format="json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_a_dso_sees_offers_on_its_points_only(world, request_north, request_far):
+    offer = make_offer(aggregator=world.voltflex, request=request_north)
+    ours = api_client_for(world.gridco_user).get("/api/v1/market/flex-offers/").json()["results"]
+    assert [item["id"] for item in ours] == [str(offer.pk)]
+    theirs = api_client_for(world.otherdso_user).get("/api/v1/market/flex-offers/").json()["results"]
+    assert theirs == []
+
+
+def test_revoking_through_the_api(world, request_north):
+    offer = make_offer(aggregator=world.voltflex, request=request_north)
+    client = api_client_for(world.voltflex_user)
+    assert client.post(f"/api/v1/market/flex-offers/{offer.pk}/revoke/").json()["status"] == "revoked"
+    again = client.post(f"/api/v1/market/flex-offers/{offer.pk}/revoke/")
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "invalid_state"
+
+
+class TestTenantWalls:
+    """Someone else's token never reads or touches another participant's objects: 404 with no data."""
+
+    @pytest.fixture
+    def voltflex_objects(self, world, request_north):
+        offer = make_offer(aggregator=world.voltflex, request=request_north)
+        order = services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
+        return {"request": request_north, "offer": offer, "order": order}
+
+    def test_another_aggregators_token_gets_404_on_every_detail(self, world, voltflex_objects):
+        client = api_client_for(world.chargeco_user)
+        offer, order = voltflex_objects["offer"], voltflex_objects["order"]
+        for url in (f"/api/v1/market/flex-offers/{offer.pk}/", f"/api/v1/market/flex-orders/{order.pk}/",
+                    f"/api/v1/market/flex-offers/{offer.pk}/revoke/"):
+            response = client.post(url) if url.endswith("revoke/") else client.get(url)
+            assert response.status_code == 404, url
+            assert str(offer.pk) not in response.content.decode()
+        offer.refresh_from_db()
+        assert offer.status == FlexOffer.Status.ACCEPTED
+
+    def test_an_aggregator_not_on_the_point_cannot_see_the_request(self, world, request_far):
+        client = api_client_for(world.voltflex_user)
+        assert client.get(f"/api/v1/market/flex-requests/{request_far.pk}/").status_code == 404
+        offer = client.post("/api/v1/market/flex-offers/create/", offer_payload(request_far), format="json")
+        assert offer.status_code == 404
+
+    def test_another_dso_gets_404_and_empty_lists(self, world, voltflex_objects):
+        client = api_client_for(world.otherdso_user)
+        assert client.get(f"/api/v1/market/flex-requests/{voltflex_objects['request'].pk}/").status_code == 404
+        assert client.get(f"/api/v1/market/flex-orders/{voltflex_objects['order'].pk}/").status_code == 404
+        for url in ("/api/v1/market/flex-requests/", "/api/v1/market/flex-offers/", "/api/v1/market/flex-orders/"):
+            assert client.get(url).json()["results"] == [], url
+
+    def test_lists_filter_by_status_period_and_point(self, world, voltflex_objects, tomorrow):
+        client = api_client_for(world.voltflex_user)
+        assert len(client.get("/api/v1/market/flex-orders/", {"status": "placed"}).json()["results"]) == 1
+        assert client.get("/api/v1/market/flex-orders/", {"status": "settled"}).json()["results"] == []
+        assert client.get("/api/v1/market/flex-offers/", {"congestion_point": world.cp_south.ean}).json()[
+            "results"] == []
+        assert len(client.get("/api/v1/market/flex-offers/", {"period": tomorrow.isoformat()}).json()["results"]) == 1
