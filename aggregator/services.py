@@ -149,6 +149,7 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
             start=snapshot.horizon.start,
             slot_power_w=[int(round(value * 1000)) for value in plan_kw],
             planned_energy_kwh=Decimal(str(round(float(plan_kw.sum()) * isp_time.ISP_HOURS, 3))),
+            # Energy the driver asked for that the plan cannot give (mostly: stays too short even at full power).
             shortfall_kwh=Decimal(str(round(float(result.shortfall_kwh[row]), 3))),
         )
         commands.append(_profile_command(session=session, schedule=schedule, order=order,
@@ -184,7 +185,7 @@ def _profile_command(
     avail: np.ndarray, snapshot: portfolio.PortfolioSnapshot,
 ) -> Command:
     """One SetChargingProfile covering the session's plugged-in slots (limits are instantaneous W)."""
-    limits = profile_limits_w(schedule_kw_row=plan_kw, avail_row=avail)
+    limits = profile_limits_w(schedule_kw_row=plan_kw, avail_row=avail, max_power_kw=session.max_power_w / 1000)
     plugged = np.flatnonzero(avail > 0)
     first, last = (int(plugged[0]), int(plugged[-1])) if plugged.size else (0, 0)
     command = Command(kind=Command.Kind.SET, cpo=session.charge_point.cpo, session=session, schedule=schedule,

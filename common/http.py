@@ -26,8 +26,7 @@ def _client() -> httpx.Client:
     """One pooled client per thread (httpx clients are not shared across threads here for safety)."""
     client = getattr(_local, "client", None)
     if client is None or client.is_closed:
-        timeout = httpx.Timeout(settings.HTTP_READ_TIMEOUT_S, connect=settings.HTTP_CONNECT_TIMEOUT_S)
-        client = httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+        client = httpx.Client(headers={"User-Agent": USER_AGENT}, follow_redirects=False)
         _local.client = client
     return client
 
@@ -42,11 +41,15 @@ def http_request(
     timeout_s: float | None = None,
 ) -> httpx.Response:
     """Send one request and return the response; raise AdapterError for transport failures and HTTP >= 400."""
-    kwargs: dict[str, Any] = {"headers": headers or {}, "params": params}
+    # Timeouts are read per request, so a settings change applies to pooled clients too.
+    read_timeout = timeout_s if timeout_s is not None else settings.HTTP_READ_TIMEOUT_S
+    kwargs: dict[str, Any] = {
+        "headers": headers or {},
+        "params": params,
+        "timeout": httpx.Timeout(read_timeout, connect=settings.HTTP_CONNECT_TIMEOUT_S),
+    }
     if json is not None:
         kwargs["json"] = json
-    if timeout_s is not None:
-        kwargs["timeout"] = timeout_s
     try:
         response = _client().request(method, url, **kwargs)
     except httpx.TimeoutException as exc:

@@ -233,6 +233,9 @@ LOGGING = {
     "loggers": {
         "django.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        # In-process (eager) task runs would log every task at INFO; real workers log through celery's own -l.
+        "celery.app.trace": {"level": "WARNING" if not CELERY_BROKER_URL else LOG_LEVEL},
+        "market.events": {"level": "WARNING" if not CELERY_BROKER_URL else LOG_LEVEL},
         "httpcore": {"level": "WARNING"},
     },
 }

@@ -8,11 +8,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from common.views import healthz
 from market.portal_urls import urlpatterns as market_portal_urls
 from settlement.portal_urls import urlpatterns as settlement_portal_urls
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     # One `portal` namespace over both apps' pages: market must not import settlement, the URL config knows all.
     path("portal/", include((market_portal_urls + settlement_portal_urls, "portal"))),

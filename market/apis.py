@@ -209,6 +209,9 @@ class DPrognosisCreateApi(APIView):
     permission_classes = [IsAggregator]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "DPrognosisCreate"
+
         congestion_point = serializers.CharField(max_length=18, help_text="EAN-18 of the congestion point.")
         period = serializers.DateField(help_text="Market day (Europe/Amsterdam).")
         isps = IspPowerSerializer(many=True, help_text="Every ISP of the day, forecast load in W.")
@@ -273,6 +276,9 @@ class FlexOfferCreateApi(APIView):
     permission_classes = [IsAggregator]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "FlexOfferCreate"
+
         flex_request = serializers.UUIDField(required=False, allow_null=True,
                                              help_text="The request answered; omit for an unsolicited offer.")
         congestion_point = serializers.CharField(max_length=18, required=False,

@@ -126,24 +126,8 @@ def _new_revision(model: type[FlexRequest] | type[DPrognosis], **scope: Any) -> 
 REQUEST_AUDIT_FIELDS = ["status", "revision", "expires_at"]
 
 
-@transaction.atomic
-def flex_request_create(
-    *,
-    dso: Participant,
-    congestion_point: CongestionPoint,
-    period: date,
-    isps: Sequence[IspBand],
-    expires_at: datetime,
-    service_type: str = "",
-    actor: Actor = None,
-    open_now: bool = True,
-) -> FlexRequest:
-    """Create a flex request (DRAFT, or OPEN at once when `open_now`), validated as a UFTP receiver would."""
-    _require_role(dso, Participant.Role.DSO, field="dso")
-    if congestion_point.dso_id != dso.pk:
-        raise ApplicationError("This congestion point belongs to another DSO.", code="foreign_congestion_point",
-                               field="congestion_point")
-    at = now()
+def _validate_request_bands(*, period: date, isps: Sequence[IspBand], expires_at: datetime, at: datetime) -> None:
+    """Receiver validation of a FlexRequest's ISPs, on creation and again when a (possibly edited) draft opens."""
     indexes = [band.isp for band in isps]
     _validate_isp_indexes(period=period, indexes=indexes)
     requested = [band for band in isps if band.disposition == FlexRequestIsp.Disposition.REQUESTED]
@@ -166,6 +150,26 @@ def flex_request_create(
             )
     _validate_future_isps(period=period, indexes=[b.isp for b in requested], at=at)
     _validate_expiry(expires_at=expires_at, period=period, last_isp=max(b.isp for b in requested), at=at)
+
+
+@transaction.atomic
+def flex_request_create(
+    *,
+    dso: Participant,
+    congestion_point: CongestionPoint,
+    period: date,
+    isps: Sequence[IspBand],
+    expires_at: datetime,
+    service_type: str = "",
+    actor: Actor = None,
+    open_now: bool = True,
+) -> FlexRequest:
+    """Create a flex request (DRAFT, or OPEN at once when `open_now`), validated as a UFTP receiver would."""
+    _require_role(dso, Participant.Role.DSO, field="dso")
+    if congestion_point.dso_id != dso.pk:
+        raise ApplicationError("This congestion point belongs to another DSO.", code="foreign_congestion_point",
+                               field="congestion_point")
+    _validate_request_bands(period=period, isps=isps, expires_at=expires_at, at=now())
 
     flex_request = FlexRequest(
         dso=dso,
@@ -224,8 +228,9 @@ def _transition(
 @transaction.atomic
 def flex_request_open(*, flex_request: FlexRequest, actor: Actor = None) -> FlexRequest:
     """DRAFT -> OPEN; aggregators on the point can now see and answer it."""
-    if flex_request.expires_at <= now():
-        raise ApplicationError("The request has already expired.", code="expiration_out_of_bounds", field="expires_at")
+    bands = [IspBand(isp=row.isp, disposition=row.disposition, min_power_w=row.min_power_w,
+                     max_power_w=row.max_power_w) for row in flex_request.isps.all()]
+    _validate_request_bands(period=flex_request.period, isps=bands, expires_at=flex_request.expires_at, at=now())
     _transition(flex_request, allowed_from=[FlexRequest.Status.DRAFT], to=FlexRequest.Status.OPEN,
                 action="flex_request.opened", actor=actor, audit_fields=REQUEST_AUDIT_FIELDS)
     events.event_publish(name=events.FLEX_REQUEST_OPENED, object_id=flex_request.pk)

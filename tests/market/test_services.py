@@ -135,6 +135,13 @@ class TestFlexRequestTransitions:
         request.refresh_from_db()
         assert request.status == FlexRequest.Status.OPEN
 
+    def test_a_draft_edited_into_an_invalid_request_does_not_open(self, world, tomorrow):
+        request = create(world, tomorrow, [requested(70)], open_now=False)
+        request.isps.update(min_power_w=-10_000, max_power_w=5_000)  # e.g. edited in the admin console
+        assert_refused("requested_power_discrepancy", services.flex_request_open, flex_request=request)
+        request.refresh_from_db()
+        assert request.status == FlexRequest.Status.DRAFT
+
     def test_cancel_rejects_open_offers_and_cannot_repeat(self, world, tomorrow):
         request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
         offer = make_offer(aggregator=world.voltflex, request=request)

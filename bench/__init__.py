@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures and ratios, its last line one JSON object. Never timed assertions in tests."""
