@@ -2,7 +2,8 @@
 
 Per order and ISP (reduction orders; USEF D-prognosis baseline, see UFTP-BRIEF 9):
     measured_w   = (sum of kWh imported - exported by the aggregator's connections on the point) / ISP hours
-    delivered_w  = flex realised in the ordered direction = baseline_w - measured_w for a reduction
+    realised_w   = flex realised in the ordered direction = baseline_w - measured_w for a reduction
+    delivered_w  = realised_w x this order's share of all flex the aggregator was ordered on that ISP
     paid_eur     = min(max(0, delivered), |ordered|) in kWh x unit price,
     unit price   = order price / ordered kWh (the order price buys the whole ordered energy).
 Money is Decimal, rounded to cents per line; a settlement's total is the sum of its lines and a
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
@@ -64,12 +65,16 @@ def meter_readings_import(*, rows: Iterable[MeterReadingRow], batch_size: int = 
         if row.connection_ean not in known:
             raise ApplicationError(f"Unknown connection {row.connection_ean}.", code="unknown_connection",
                                    field=f"rows[{position}].connection_ean")
+        if row.isp_start.tzinfo is None or row.isp_start.utcoffset() is None:
+            raise ApplicationError("isp_start needs a UTC offset.", code="naive_datetime",
+                                   field=f"rows[{position}].isp_start")
         if not isp_time.is_isp_aligned(row.isp_start):
             raise ApplicationError("isp_start must be on a quarter-hour.", code="isp_not_aligned",
                                    field=f"rows[{position}].isp_start")
-        if row.kwh_import < 0 or row.kwh_export < 0:
-            raise ApplicationError("Energy values are non-negative.", code="negative_energy",
-                                   field=f"rows[{position}].kwh_import")
+        for name in ("kwh_import", "kwh_export"):
+            if getattr(row, name) < 0:
+                raise ApplicationError("Energy values are non-negative.", code="negative_energy",
+                                       field=f"rows[{position}].{name}")
         objects.append(MeterReading(connection_id=row.connection_ean, isp_start=row.isp_start,
                                     kwh_import=row.kwh_import, kwh_export=row.kwh_export, quality=row.quality))
     with transaction.atomic():
@@ -112,12 +117,27 @@ def _measured_w_by_isp(*, flex_order: FlexOrder, isps: list[int]) -> dict[int, D
     return measured
 
 
+def _ordered_w_by_isp(*, flex_order: FlexOrder) -> dict[tuple[int, int], int]:
+    """|Ordered W| per (ISP, direction) over every live order of this aggregator on the point and day."""
+    totals: dict[tuple[int, int], int] = {}
+    orders = FlexOrder.objects.filter(
+        aggregator=flex_order.aggregator, congestion_point=flex_order.congestion_point, period=flex_order.period,
+        status__in=SETTLEABLE,
+    ).prefetch_related("isps")
+    for order in orders:
+        for row in order.isps.all():
+            key = (row.isp, -1 if row.power_w < 0 else 1)
+            totals[key] = totals.get(key, 0) + abs(row.power_w)
+    return totals
+
+
 def _order_settlement_build(*, flex_order: FlexOrder, statement: Statement) -> OrderSettlement:
     if flex_order.d_prognosis is None:
         raise ApplicationError("The order has no D-prognosis baseline.", code="no_baseline", field="flex_order")
     ordered = {row.isp: row.power_w for row in flex_order.isps.all()}
     baseline = {row.isp: row.power_w for row in flex_order.d_prognosis.isps.filter(isp__in=list(ordered))}
     measured = _measured_w_by_isp(flex_order=flex_order, isps=list(ordered))
+    ordered_on_isp = _ordered_w_by_isp(flex_order=flex_order)
     ordered_kwh_total = sum((abs(Decimal(w)) * ISP_HOURS * KWH_PER_WH for w in ordered.values()), Decimal(0))
     if ordered_kwh_total == 0:
         raise ApplicationError("The order has no ordered energy.", code="empty_order", field="flex_order")
@@ -132,7 +152,10 @@ def _order_settlement_build(*, flex_order: FlexOrder, statement: Statement) -> O
     for isp, ordered_w in sorted(ordered.items()):
         direction = -1 if ordered_w < 0 else 1
         measured_w = measured[isp]
-        delivered_w = direction * (measured_w - Decimal(baseline[isp]))
+        realised_w = direction * (measured_w - Decimal(baseline[isp]))
+        # Orders overlapping on an ISP share what was realised there, pro rata to what each ordered,
+        # so the same delivered flex is never paid twice (UFTP-BRIEF 9.3: F is the flex ordered on the ISP).
+        delivered_w = realised_w * Decimal(abs(ordered_w)) / Decimal(ordered_on_isp[(isp, direction)])
         ordered_kwh = abs(Decimal(ordered_w)) * ISP_HOURS * KWH_PER_WH
         delivered_kwh = max(Decimal(0), delivered_w) * ISP_HOURS * KWH_PER_WH
         paid = (min(delivered_kwh, ordered_kwh) * unit_price).quantize(CENT, rounding=ROUND_HALF_UP)
@@ -221,3 +244,19 @@ def settle_day(*, period: date) -> list[StatementIssueResult]:
     return results
 
 
+SETTLEMENT_LOOKBACK_DAYS = 30
+
+
+def settle_due(*, up_to: date, lookback_days: int = SETTLEMENT_LOOKBACK_DAYS) -> list[StatementIssueResult]:
+    """The nightly job: settle `up_to` (yesterday) and every earlier day in the look-back window that still
+    has unsettled orders, e.g. because its meter data arrived late."""
+    days = set(
+        FlexOrder.objects.filter(
+            status__in=[FlexOrder.Status.PLACED, FlexOrder.Status.DISPATCHED],
+            period__lte=up_to, period__gte=up_to - timedelta(days=lookback_days),
+        ).values_list("period", flat=True)
+    )
+    results: list[StatementIssueResult] = []
+    for day in sorted(days):
+        results += settle_day(period=day)
+    return results

@@ -9,13 +9,14 @@ from celery import shared_task
 
 @shared_task(acks_late=True)
 def settle_previous_day_task() -> dict[str, object]:
-    """Nightly (02:00 Europe/Amsterdam): settle yesterday's orders; running it twice settles nothing twice."""
+    """Nightly (02:00 Europe/Amsterdam): settle yesterday's orders, and earlier days' orders still waiting for
+    meter data; running it twice settles nothing twice."""
     from common.isp import market_day_of
     from common.time import now
-    from settlement.services import settle_day
+    from settlement.services import settle_due
 
     day = market_day_of(now()) - timedelta(days=1)
-    results = settle_day(period=day)
+    results = settle_due(up_to=day)
     return {
         "period": day.isoformat(),
         "statements": sum(1 for r in results if r.statement),

@@ -130,7 +130,6 @@ def test_negative_export_energy_refuses_the_batch(world: World, tomorrow: date) 
     assert MeterReading.objects.count() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a negative kwh_export is reported with field rows[i].kwh_import")
 def test_negative_export_energy_names_the_export_field(world: World, tomorrow: date) -> None:
     ean = world.voltflex_connections[0].ean
 
@@ -165,3 +164,15 @@ def test_it_stores_all_92_isps_of_the_spring_dst_day(world: World) -> None:
     starts = sorted(MeterReading.objects.filter(connection_id=ean).values_list("isp_start", flat=True))
     assert starts == [slot.start for slot in isp_time.isp_slots(SPRING_DST_DAY)]
     assert starts[-1] + isp_time.ISP == isp_time.day_start(SPRING_DST_DAY + timedelta(days=1))
+
+
+def test_a_reading_without_a_utc_offset_is_refused_with_a_code(world: World, tomorrow: date) -> None:
+    naive = MeterReadingRow(
+        connection_ean=world.voltflex_connections[0].ean,
+        isp_start=isp_time.isp_start(tomorrow, 10).replace(tzinfo=None),
+        kwh_import=Decimal("1"),
+    )
+    with pytest.raises(ApplicationError) as raised:
+        meter_readings_import(rows=[naive])
+    assert (raised.value.code, raised.value.field) == ("naive_datetime", "rows[0].isp_start")
+    assert MeterReading.objects.count() == 0
