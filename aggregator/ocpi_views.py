@@ -28,10 +28,12 @@ def _ocpi_response(request: HttpRequest, body: dict[str, Any], *, status: int = 
 
 
 def _authenticated_cpo(request: HttpRequest) -> ChargePointOperator | None:
-    candidates = token_candidates(request.headers.get("Authorization"))
-    if not candidates:
-        return None
-    return ChargePointOperator.objects.filter(token_from_cpo__in=candidates, is_active=True).first()
+    # The Base64-decoded reading is tried first (OCPI 2.2.x), the raw token only as a fallback.
+    for candidate in token_candidates(request.headers.get("Authorization")):
+        cpo = ChargePointOperator.objects.filter(token_from_cpo=candidate, is_active=True).first()
+        if cpo is not None:
+            return cpo
+    return None
 
 
 def _unauthorized(request: HttpRequest) -> JsonResponse:

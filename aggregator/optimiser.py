@@ -509,6 +509,9 @@ def dispatch_optimise(
     return result(charging.schedule(), status)
 
 
+_PROFILE_NOISE_KW = 0.005  # 5 W
+
+
 def profile_limits_w(
     *, schedule_kw_row: np.ndarray, avail_row: np.ndarray, max_power_kw: float | None = None
 ) -> list[int]:
@@ -523,7 +526,8 @@ def profile_limits_w(
     avail = np.asarray(avail_row, dtype=float)
     if plan_kw.shape != avail.shape:
         raise ValueError(f"schedule row {plan_kw.shape} and availability row {avail.shape} differ in shape")
-    active = (avail > 0) & (plan_kw > _ZERO_KW)
+    # Plans below a few W are solver noise, not charging: no car draws them, and they only add profile periods.
+    active = (avail > 0) & (plan_kw > _PROFILE_NOISE_KW)
     limit_w = np.zeros_like(plan_kw)
     limit_w[active] = plan_kw[active] / avail[active] * 1000.0
     # The small allowance stops float noise (3700.0000000004 W) from adding a whole W.

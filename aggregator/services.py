@@ -15,6 +15,7 @@ Dispatch lifecycle:
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -95,7 +96,7 @@ def flex_offer_propose(*, aggregator: Participant, flex_request: FlexRequest) ->
 # --- dispatch ---------------------------------------------------------------------------------------
 
 
-def response_url_for(command_id: object) -> str:
+def response_url_for(command_id: uuid.UUID | str) -> str:
     return f"{settings.PUBLIC_BASE_URL}/ocpi/2.2.1/chargingprofiles/results/{command_id}"
 
 
@@ -130,8 +131,9 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
     ordered_rows = [(row.isp, row.power_w) for live in live_orders for row in live.isps.all()]
     ordered_kw = portfolio.isps_to_slots(snapshot, ordered_rows, sign=-1)
     bands: dict[int, Any] = {}
-    if order.flex_offer_id and order.flex_offer.flex_request_id:
-        _, bands = portfolio.request_caps_and_bands(snapshot, order.flex_offer.flex_request)
+    answered_request = order.flex_offer.flex_request if order.flex_offer is not None else None
+    if answered_request is not None:
+        _, bands = portfolio.request_caps_and_bands(snapshot, answered_request)
     result = dispatch_optimise(horizon=snapshot.horizon, sessions=snapshot.inputs,
                                ordered_reduction_kw=ordered_kw, base_load_kw=snapshot.base_load_kw, bands=bands)
 
@@ -201,7 +203,7 @@ def _adapter() -> ChargingProfileAdapter:
     return OcpiChargingProfiles()
 
 
-def charging_profile_command_send(*, command_id: object, adapter: ChargingProfileAdapter | None = None) -> Command:
+def charging_profile_command_send(*, command_id: uuid.UUID | str, adapter: ChargingProfileAdapter | None = None) -> Command:
     """Send one outbox command. Safe to call twice: only a PENDING command is claimed and sent.
 
     Transient failures put the command back to PENDING (the caller retries with backoff) until

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 
 from celery import shared_task
 
@@ -34,7 +35,8 @@ def send_order_commands_task(self, flex_order_id: str) -> dict[str, int]:  # typ
     from aggregator.services import charging_profile_command_send
 
     pending = list(
-        ChargingProfileCommand.objects.filter(flex_order_id=flex_order_id, status=ChargingProfileCommand.Status.PENDING)
+        ChargingProfileCommand.objects.filter(flex_order_id=uuid.UUID(flex_order_id),
+                                              status=ChargingProfileCommand.Status.PENDING)
         .order_by("created_at")
         .values_list("pk", flat=True)
     )

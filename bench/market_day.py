@@ -16,11 +16,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_once(charge_points_per_point: int) -> dict[str, object]:
+def run_once(charge_points_per_point: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
         env["SQLITE_PATH"] = str(Path(tmp) / "bench.sqlite3")

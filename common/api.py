@@ -22,8 +22,8 @@ def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, 
         for key, value in detail.items():
             path = key if not prefix else f"{prefix}.{key}"
             if key == "non_field_errors":
-                path = prefix or None  # type: ignore[assignment]
-            return _first_field_error(value, path or "")
+                path = prefix
+            return _first_field_error(value, path)
     if isinstance(detail, list) and detail:
         for index, value in enumerate(detail):
             if value:  # skip empty entries of list serializers
@@ -68,11 +68,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        field, message, code = _first_field_error(exc.detail)
-        response.data = error_body(code=code, message=message, field=field, details=exc.detail)
+        error_field, message, code = _first_field_error(exc.detail)
+        response.data = error_body(code=code, message=message, field=error_field, details=exc.detail)
     elif isinstance(exc, exceptions.APIException):
-        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
-        response.data = error_body(code=str(code), message=str(exc.detail))
+        codes = exc.get_codes()
+        response.data = error_body(code=codes if isinstance(codes, str) else "error", message=str(exc.detail))
     return response
 
 
@@ -135,6 +135,6 @@ def paginated_response(
     *, queryset: Any, serializer_class: type[serializers.Serializer], request: Any, view: Any
 ) -> Response:
     paginator = CreatedAtCursorPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
+    page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context={"request": request}).data
     return paginator.get_paginated_response(data)

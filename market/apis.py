@@ -21,11 +21,9 @@ from rest_framework.views import APIView
 from common.api import ERROR_RESPONSES, AwareDateTimeField, paginated, paginated_response
 from market import selectors, services
 from market.models import CongestionPoint, FlexOffer, FlexOrder, FlexRequest, Participant
-from market.permissions import IsAggregator, IsMarketParticipant
+from market.permissions import IsAggregator, IsMarketParticipant, request_participant
 
-
-def _participant(request: Request) -> Participant:
-    return request.user.participant  # type: ignore[union-attr]
+_participant = request_participant
 
 
 # --- shared output shapes ---------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class User(AbstractUser):
 
     @property
     def role(self) -> str | None:
-        return self.participant.role if self.participant_id else None
+        return self.participant.role if self.participant is not None else None
 
 
 class CongestionPoint(PublicIdModel):

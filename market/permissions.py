@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from market.models import Participant
+
+
+def request_participant(request: Request) -> Participant:
+    """The organisation the authenticated caller acts for (views behind the permissions below only)."""
+    participant = getattr(request.user, "participant", None)
+    if not isinstance(participant, Participant):
+        raise PermissionDenied("You act for no organisation.")
+    return participant
 
 
 class _HasRole(BasePermission):

@@ -14,6 +14,7 @@ raises ApplicationError with a stable code and the field at fault:
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -401,6 +402,7 @@ def flex_offer_submit(
         raise ApplicationError("The referenced D-prognosis is superseded or rejected.", code="no_baseline",
                                field="d_prognosis")
 
+    message_id = uuid.uuid4()
     offer = FlexOffer(
         aggregator=aggregator,
         congestion_point=congestion_point,
@@ -410,10 +412,10 @@ def flex_offer_submit(
         price_eur=price_eur,
         expires_at=expires_at,
         created_by=actor,
-        conversation_id=flex_request.conversation_id if flex_request else None,
+        message_id=message_id,
+        # An unsolicited offer starts its own conversation.
+        conversation_id=flex_request.conversation_id if flex_request else message_id,
     )
-    if flex_request is None:
-        offer.conversation_id = offer.message_id
     offer.full_clean()
     offer.save()
     FlexOfferIsp.objects.bulk_create(

@@ -24,8 +24,11 @@ RESULT_TIMEOUT_S = 30
 
 
 def _client(request: HttpRequest) -> SandboxCpoClient | None:
-    candidates = token_candidates(request.headers.get("Authorization"))
-    return SandboxCpoClient.objects.filter(token_from_client__in=candidates).first() if candidates else None
+    for candidate in token_candidates(request.headers.get("Authorization")):  # decoded first, raw as fallback
+        client = SandboxCpoClient.objects.filter(token_from_client=candidate).first()
+        if client is not None:
+            return client
+    return None
 
 
 def _reply(request: HttpRequest, body: dict[str, Any], status: int = 200) -> JsonResponse:

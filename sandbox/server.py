@@ -35,7 +35,7 @@ class BackgroundServer:
     @property
     def base_url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> BackgroundServer:
         self.thread.start()

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import ERROR_RESPONSES, paginated, paginated_response
-from market.permissions import IsMarketParticipant
+from market.permissions import IsMarketParticipant, request_participant
 from settlement import selectors
 
 
@@ -61,7 +61,7 @@ class StatementListApi(APIView):
                    responses={200: paginated(StatementOutputSerializer, "PaginatedStatementList"), **ERROR_RESPONSES},
                    tags=["settlement"])
     def get(self, request: Request) -> Response:
-        queryset = selectors.statements_for_participant(participant=request.user.participant)  # type: ignore[union-attr]
+        queryset = selectors.statements_for_participant(participant=request_participant(request))
         return paginated_response(queryset=queryset, serializer_class=StatementOutputSerializer, request=request,
                                   view=self)
 
@@ -73,7 +73,7 @@ class StatementDetailApi(APIView):
                    responses={200: StatementOutputSerializer, **ERROR_RESPONSES}, tags=["settlement"])
     def get(self, request: Request, statement_id: str) -> Response:
         statement = get_object_or_404(
-            selectors.statements_for_participant(participant=request.user.participant),  # type: ignore[union-attr]
+            selectors.statements_for_participant(participant=request_participant(request)),
             pk=statement_id,
         )
         return Response(StatementOutputSerializer(statement).data)

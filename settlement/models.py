@@ -10,9 +10,6 @@ from django.db import models
 from common.models import BaseModel, PublicIdModel
 from market.models import Connection, DPrognosis, FlexOrder, Participant
 
-KWH = {"max_digits": 12, "decimal_places": 3}
-EUR = {"max_digits": 14, "decimal_places": 2}
-
 
 class MeterReading(models.Model):
     """Energy through one connection during one ISP (15-minute smart-meter interval), in kWh."""
@@ -24,8 +21,8 @@ class MeterReading(models.Model):
     id = models.BigAutoField(primary_key=True)
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="meter_readings")
     isp_start = models.DateTimeField(help_text="UTC start of the ISP.")
-    kwh_import = models.DecimalField(**KWH, validators=[MinValueValidator(Decimal("0"))])
-    kwh_export = models.DecimalField(**KWH, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))])
+    kwh_import = models.DecimalField(max_digits=12, decimal_places=3, validators=[MinValueValidator(Decimal("0"))])
+    kwh_export = models.DecimalField(max_digits=12, decimal_places=3, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))])
     quality = models.SmallIntegerField(choices=Quality.choices, default=Quality.MEASURED)
     received_at = models.DateTimeField(auto_now_add=True)
 
@@ -52,7 +49,7 @@ class Statement(PublicIdModel):
     period_end = models.DateField(help_text="Last market day included.")
     version = models.PositiveIntegerField(default=1)
     currency = models.CharField(max_length=3, default="EUR")
-    total_eur = models.DecimalField(**EUR)
+    total_eur = models.DecimalField(max_digits=14, decimal_places=2)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ISSUED, db_index=True)
     issued_at = models.DateTimeField()
 
@@ -76,10 +73,10 @@ class OrderSettlement(BaseModel):
     flex_order = models.ForeignKey(FlexOrder, on_delete=models.PROTECT, related_name="settlements")
     d_prognosis = models.ForeignKey(DPrognosis, null=True, on_delete=models.PROTECT, related_name="+")
     baseline_method = models.CharField(max_length=100, default="usef_d_prognosis")
-    ordered_kwh = models.DecimalField(**KWH)
-    delivered_kwh = models.DecimalField(**KWH)
+    ordered_kwh = models.DecimalField(max_digits=12, decimal_places=3)
+    delivered_kwh = models.DecimalField(max_digits=12, decimal_places=3)
     unit_price_eur_per_kwh = models.DecimalField(max_digits=14, decimal_places=6)
-    total_eur = models.DecimalField(**EUR)
+    total_eur = models.DecimalField(max_digits=14, decimal_places=2)
 
     class Meta:
         ordering = ["flex_order__period", "flex_order__order_reference"]
@@ -102,7 +99,7 @@ class SettlementLine(models.Model):
     measured_w = models.BigIntegerField()
     ordered_w = models.BigIntegerField(help_text="Ordered change, negative for a reduction.")
     delivered_w = models.BigIntegerField(help_text="Realised reduction: baseline - measured (may be negative).")
-    paid_eur = models.DecimalField(**EUR)
+    paid_eur = models.DecimalField(max_digits=14, decimal_places=2)
 
     class Meta:
         ordering = ["isp"]

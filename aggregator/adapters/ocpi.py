@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 
@@ -127,7 +128,8 @@ class OcpiChargingProfiles(ChargingProfileAdapter):
     def set_charging_profile(
         self, *, cpo: ChargePointOperator, session_id: str, body: dict[str, Any], correlation_id: str
     ) -> ProfileSendResult:
-        url = cpo.chargingprofiles_url.rstrip("/") + "/" + session_id
+        # Session ids are CiString (any printable ASCII): one percent-encoded path segment, '/', '#', '?' included.
+        url = cpo.chargingprofiles_url.rstrip("/") + "/" + quote(session_id, safe="")
         try:
             response = http_request("PUT", url, json=body,
                                     headers=functional_headers(cpo=cpo, correlation_id=correlation_id))

@@ -84,16 +84,20 @@ class Dispatchable:
     snapshot: PortfolioSnapshot  # the portfolio as dispatch sees it
 
 
+def place_order(world, day: date, capture) -> Dispatchable:
+    """A placed order for Voltflex on cp_north on `day` (evening); nothing dispatched or sent yet."""
+    cpo = ChargePointOperatorFactory(aggregator=world.voltflex)
+    sessions = evening_cars(world, day, cpo)
+    offer = propose_and_submit(world, day)
+    with capture(execute=False):
+        order = market_services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
+    snapshot = portfolio_snapshot(aggregator=world.voltflex, congestion_point=world.cp_north, period=day)
+    return Dispatchable(cpo=cpo, sessions=sessions, order=order, snapshot=snapshot)
+
+
 @pytest.fixture
 def placed_order(world, tomorrow, django_capture_on_commit_callbacks) -> Dispatchable:
-    """A placed order for Voltflex on cp_north tomorrow evening; nothing dispatched or sent yet."""
-    cpo = ChargePointOperatorFactory(aggregator=world.voltflex)
-    sessions = evening_cars(world, tomorrow, cpo)
-    offer = propose_and_submit(world, tomorrow)
-    with django_capture_on_commit_callbacks(execute=False):
-        order = market_services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
-    snapshot = portfolio_snapshot(aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow)
-    return Dispatchable(cpo=cpo, sessions=sessions, order=order, snapshot=snapshot)
+    return place_order(world, tomorrow, django_capture_on_commit_callbacks)
 
 
 def planned_w_by_slot(schedules) -> np.ndarray:
@@ -255,6 +259,24 @@ class TestFlexOrderDispatch:
         flex_order_dispatch(flex_order=second)
         sent.refresh_from_db()
         assert sent.status == Status.RESULT_ACCEPTED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("day", [date(2027, 10, 31), date(2027, 3, 28)], ids=["autumn-100-isps", "spring-92-isps"])
+def test_dispatch_on_a_dst_day_meets_the_order_isp_by_isp(world, day, django_capture_on_commit_callbacks):
+    placed = place_order(world, day, django_capture_on_commit_callbacks)
+    flex_order_dispatch(flex_order=placed.order)
+    snapshot = placed.snapshot
+    schedules = list(SessionSchedule.objects.filter(flex_order=placed.order))
+    planned = planned_w_by_slot(schedules)
+    baseline_w = snapshot.uncontrolled_kw.sum(axis=0) * 1000
+    for row in placed.order.isps.all():
+        slot = snapshot.slot_of_isp(row.isp)
+        assert 17 <= isp_time.isp_slot(day, row.isp).local_start.hour < 21
+        assert planned[slot] <= baseline_w[slot] + row.power_w + len(schedules), f"ISP {row.isp}"
+    for command in Command.objects.filter(flex_order=placed.order).select_related("session"):
+        start = parse_ocpi_datetime(command.request_body["charging_profile"]["start_date_time"])
+        assert start <= command.session.arrival_at < start + isp_time.ISP
 
 
 # --- charging_profile_command_send ------------------------------------------------------------------
@@ -419,6 +441,17 @@ class TestChargingProfileResultEndpoint:
                                raw=raw)
         assert response.status_code == 200
         assert_envelope(response, 1000)
+        sent_command.refresh_from_db()
+        assert sent_command.status == Status.RESULT_ACCEPTED
+
+    def test_the_decoded_token_wins_over_another_cpos_raw_token(self, client, world, sent_command):
+        # Brief 2.1: Base64-decode first, the raw value is only a fallback; the lookup order must not depend on names.
+        own = sent_command.cpo
+        ChargePointOperator.objects.filter(pk=own.pk).update(name="Zulu Charging")
+        encoded = token_header(own.token_from_cpo).removeprefix("Token ")
+        ChargePointOperatorFactory(aggregator=world.voltflex, name="Alpha Charging", token_from_cpo=encoded)
+        response = post_result(client, sent_command.pk, {"result": "ACCEPTED"}, token=own.token_from_cpo)
+        assert response.status_code == 200
         sent_command.refresh_from_db()
         assert sent_command.status == Status.RESULT_ACCEPTED
 

@@ -3,13 +3,16 @@ local HTTP server standing in for the CPO."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.urls import reverse
 
 from aggregator.adapters.base import ProfileSendResult
 from aggregator.adapters.ocpi import (
@@ -21,7 +24,6 @@ from aggregator.adapters.ocpi import (
     token_candidates,
     token_header,
 )
-from common import http as common_http
 from common.exceptions import AdapterError
 from tests.factories import ChargePointOperatorFactory
 from tests.support.stub_server import StubServer
@@ -147,6 +149,42 @@ class TestSetChargingProfileBody:
         assert "number_phases" not in str(body)
 
 
+# --- our discovery endpoints -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+class TestOcpiDiscoveryEndpoints:
+    @pytest.fixture
+    def peer(self, world):
+        return ChargePointOperatorFactory(aggregator=world.voltflex, token_from_cpo="cpo-calls-us")
+
+    def test_versions_needs_a_known_token(self, client, peer):
+        response = client.get(reverse("ocpi:versions"))
+        assert response.status_code == 401
+        assert response.json()["status_code"] == 2000
+        response = client.get(reverse("ocpi:versions"), headers={"Authorization": token_header("guess")})
+        assert response.status_code == 401
+
+    def test_versions_lists_2_2_1_at_our_public_address(self, client, peer, settings):
+        settings.PUBLIC_BASE_URL = "https://agg.example"
+        response = client.get(reverse("ocpi:versions"), headers={"Authorization": token_header("cpo-calls-us")})
+        assert response.status_code == 200
+        assert response.json()["data"] == [{"version": "2.2.1", "url": "https://agg.example/ocpi/2.2.1"}]
+
+    def test_version_details_publish_the_chargingprofiles_sender_with_a_trailing_slash(self, client, peer, settings):
+        settings.PUBLIC_BASE_URL = "https://agg.example"
+        response = client.get(reverse("ocpi:version-details"),
+                              headers={"Authorization": token_header("cpo-calls-us", base64_encoded=False),
+                                       "X-Request-ID": "r-1", "X-Correlation-ID": "c-1"})
+        assert response.status_code == 200
+        payload = response.json()
+        assert payload["status_code"] == 1000
+        assert payload["data"]["endpoints"] == [
+            {"identifier": "chargingprofiles", "role": "SENDER",
+             "url": "https://agg.example/ocpi/2.2.1/chargingprofiles/"}]
+        assert (response["X-Request-ID"], response["X-Correlation-ID"]) == ("r-1", "c-1")
+
+
 # --- OcpiChargingProfiles over HTTP -----------------------------------------------------------------
 
 
@@ -173,17 +211,6 @@ def cpo(server: StubServer):
         country_code="NL", party_id="CPX", chargingprofiles_url=server.url(PROFILES_PATH) + "/",
         token_for_cpo="token-we-send", auth_base64=True,
     )
-
-
-@pytest.fixture
-def fresh_http_client():
-    """common.http caches one client per thread with the timeouts read at creation; start from none."""
-    common_http._local.client = None
-    yield
-    client = getattr(common_http._local, "client", None)
-    if client is not None:
-        client.close()
-    common_http._local.client = None
 
 
 def send(cpo, *, correlation_id: str = "corr-1") -> ProfileSendResult:
@@ -230,6 +257,16 @@ class TestSetChargingProfile:
         send(cpo, correlation_id="same")
         ids = {request.headers["x-request-id"] for request in server.requests}
         assert len(ids) == 2
+
+    @pytest.mark.parametrize("session_id", ["SES#1", "SES?1", "LOC1/SES1", "SES%41"])
+    def test_the_session_id_is_one_percent_encoded_path_segment(self, server, cpo, session_id):
+        encoded = quote(session_id, safe="")
+        server.respond(f"{PROFILES_PATH}/{encoded}", json=ocpi_ok({"result": "ACCEPTED", "timeout": 30}))
+        with contextlib.suppress(AdapterError):  # a wrong path gets the stub's "not configured" answer
+            OcpiChargingProfiles().set_charging_profile(cpo=cpo, session_id=session_id, body=BODY, correlation_id="c")
+        [request] = server.requests
+        assert request.path == f"{PROFILES_PATH}/{encoded}"
+        assert unquote(request.path.rsplit("/", 1)[1]) == session_id
 
     def test_a_peer_without_base64_gets_the_raw_token(self, server, cpo):
         cpo.auth_base64 = False
@@ -286,30 +323,23 @@ class TestSetChargingProfile:
         assert send(cpo) == ProfileSendResult(result="ACCEPTED", timeout_s=None,
                                               detail=ocpi_ok({"result": "ACCEPTED"}))
 
-    def test_a_server_slower_than_the_read_timeout_is_a_transient_error(
-        self, server, cpo, settings, fresh_http_client
-    ):
+    def test_a_server_slower_than_the_read_timeout_is_a_transient_error(self, server, cpo, settings):
         settings.HTTP_READ_TIMEOUT_S = 0.2
         server.respond(self.path, json=ocpi_ok({"result": "ACCEPTED", "timeout": 30}), delay_s=10)
         with pytest.raises(AdapterError, match="timed out") as caught:
             send(cpo)
         assert caught.value.permanent is False
 
-    def test_a_refused_connection_is_a_transient_error(self, cpo, fresh_http_client):
+    def test_a_refused_connection_is_a_transient_error(self, cpo):
         cpo.chargingprofiles_url = "http://127.0.0.1:9/ocpi/2.2.1/chargingprofiles"  # discard port: nothing listens
         with pytest.raises(AdapterError) as caught:
             send(cpo)
         assert caught.value.permanent is False
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "BUG: common.http caches one httpx client per thread with the timeouts read when it was created, so a "
-        "later change of HTTP_READ_TIMEOUT_S (override_settings / the settings fixture) is silently ignored"
-    ))
-    def test_a_changed_read_timeout_applies_to_a_thread_that_already_sent(
-        self, server, cpo, settings, fresh_http_client
-    ):
+    def test_a_changed_read_timeout_applies_to_a_thread_that_already_sent(self, server, cpo, settings):
+        # common.http pools one client per thread; the timeout must still follow the setting of the moment.
         server.respond(self.path, json=ocpi_ok({"result": "ACCEPTED", "timeout": 30}))
-        send(cpo)  # creates this thread's client with the default 15 s read timeout
+        send(cpo)  # this thread's client now exists
         settings.HTTP_READ_TIMEOUT_S = 0.2
         server.respond(self.path, json=ocpi_ok({"result": "ACCEPTED", "timeout": 30}), delay_s=1.0)
         with pytest.raises(AdapterError, match="timed out"):

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-from django.conf import settings
 from django.db import connection
 
 from aggregator.models import ChargingProfileCommand
