@@ -181,9 +181,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery ---------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
+BROKER_CONFIGURED = bool(env_str("CELERY_BROKER_URL", ""))
 # No broker: run tasks in-process (eagerly), so the demo and the default test run need no Redis.
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# ("memory://" only keeps kombu from looking for a broker on localhost; nothing is queued there.)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "memory://localhost/"
+CELERY_TASK_ALWAYS_EAGER = not BROKER_CONFIGURED
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -234,8 +236,8 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         # In-process (eager) task runs would log every task at INFO; real workers log through celery's own -l.
-        "celery.app.trace": {"level": "WARNING" if not CELERY_BROKER_URL else LOG_LEVEL},
-        "market.events": {"level": "WARNING" if not CELERY_BROKER_URL else LOG_LEVEL},
+        "celery.app.trace": {"level": LOG_LEVEL if BROKER_CONFIGURED else "WARNING"},
+        "market.events": {"level": LOG_LEVEL if BROKER_CONFIGURED else "WARNING"},
         "httpcore": {"level": "WARNING"},
     },
 }

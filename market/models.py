@@ -174,6 +174,15 @@ class IspRow(models.Model):
         return f"ISP {self.isp}"
 
 
+class IspPowerRow(IspRow):
+    """An ISP with one average power (D-prognosis, offer, order)."""
+
+    power_w = models.BigIntegerField()
+
+    class Meta(IspRow.Meta):
+        abstract = True
+
+
 class FlexRequest(FlexMessage):
     """A DSO asks for a change in power per ISP at one congestion point (USEF FlexRequest)."""
 
@@ -249,11 +258,10 @@ class DPrognosis(FlexMessage):
         return f"D-prognosis {self.congestion_point.name} {self.period} r{self.revision} [{self.status}]"
 
 
-class DPrognosisIsp(IspRow):
+class DPrognosisIsp(IspPowerRow):
     d_prognosis = models.ForeignKey(DPrognosis, on_delete=models.CASCADE, related_name="isps")
-    power_w = models.BigIntegerField()
 
-    class Meta(IspRow.Meta):
+    class Meta(IspPowerRow.Meta):
         constraints = [models.UniqueConstraint(fields=["d_prognosis", "isp"], name="d_prognosis_isp_unique")]
 
 
@@ -291,11 +299,10 @@ class FlexOffer(FlexMessage):
         return self.flex_request_id is None
 
 
-class FlexOfferIsp(IspRow):
+class FlexOfferIsp(IspPowerRow):
     flex_offer = models.ForeignKey(FlexOffer, on_delete=models.CASCADE, related_name="isps")
-    power_w = models.BigIntegerField()
 
-    class Meta(IspRow.Meta):
+    class Meta(IspPowerRow.Meta):
         constraints = [models.UniqueConstraint(fields=["flex_offer", "isp"], name="flex_offer_isp_unique")]
 
 
@@ -329,9 +336,8 @@ class FlexOrder(FlexMessage):
         return f"FlexOrder {self.order_reference} [{self.status}]"
 
 
-class FlexOrderIsp(IspRow):
+class FlexOrderIsp(IspPowerRow):
     flex_order = models.ForeignKey(FlexOrder, on_delete=models.CASCADE, related_name="isps")
-    power_w = models.BigIntegerField()
 
-    class Meta(IspRow.Meta):
+    class Meta(IspPowerRow.Meta):
         constraints = [models.UniqueConstraint(fields=["flex_order", "isp"], name="flex_order_isp_unique")]
