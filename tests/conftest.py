@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 from django.conf import settings
+from django.core.servers import basehttp
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -25,6 +26,10 @@ from tests.factories import (
     ParticipantFactory,
     UserFactory,
 )
+
+# pytest-django's live server uses Django's request handler, which leaves Nagle on: every keep-alive request
+# would wait out a ~40 ms delayed ACK (see sandbox/server.py).
+basehttp.WSGIRequestHandler.disable_nagle_algorithm = True
 
 REAL_SERVICES = bool(os.environ.get("DATABASE_URL") and os.environ.get("CELERY_BROKER_URL"))
 

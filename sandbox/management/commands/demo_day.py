@@ -54,9 +54,12 @@ class Command(BaseCommand):
                                    seed=options["seed"])
         say(f"  1 DSO, 2 aggregators, {len(world.congestion_points)} congestion points, "
             f"{world.charge_points} charge points, {world.sessions} sessions")
+        def progress(line: str) -> None:
+            say(f"[{time.monotonic() - started:6.1f} s] {line}")
+
         try:
             result = run_market_day(base_url=server.base_url, period=period, api_tokens=world.api_tokens,
-                                    progress=say)
+                                    progress=progress)
         except Exception:
             server.stop()
             raise
