@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 Command = ChargingProfileCommand
 MAX_SEND_ATTEMPTS = 5
 AGGREGATOR_ACTOR = "aggregator-optimiser"
+PARTIAL_ACTIVATION_FROM = Decimal("0.10")
 
 
 # --- offers -----------------------------------------------------------------------------------------
@@ -58,6 +59,7 @@ class OfferProposal:
     d_prognosis_isps: list[IspPower]
     offer_isps: list[IspPower]
     price_eur: Decimal
+    min_activation_factor: Decimal
     expires_at: datetime
     sessions: int
     energy_shift_kwh: float
@@ -77,7 +79,11 @@ def flex_offer_propose(*, aggregator: Participant, flex_request: FlexRequest) ->
     caps, bands = portfolio.request_caps_and_bands(snapshot, flex_request)
     result = offer_optimise(horizon=snapshot.horizon, sessions=snapshot.inputs, requested_max_reduction_kw=caps,
                             bands=bands)
-    offer_isps = portfolio.slots_to_isps(snapshot, result.reduction_kw, sign=-1)
+    gate = timedelta(minutes=flex_request.congestion_point.market.gate_closure_minutes)
+    offer_isps = [
+        row for row in portfolio.slots_to_isps(snapshot, result.reduction_kw, sign=-1)
+        if isp_time.isp_start(flex_request.period, row.isp) - gate > now()  # past gate closure: not offerable
+    ]
     shift_kwh = sum(-row.power_w for row in offer_isps) / 1000 * isp_time.ISP_HOURS
     first_isp_start = isp_time.isp_start(flex_request.period, min((r.isp for r in offer_isps), default=1))
     return OfferProposal(
@@ -87,6 +93,8 @@ def flex_offer_propose(*, aggregator: Participant, flex_request: FlexRequest) ->
         d_prognosis_isps=portfolio.d_prognosis_isps(snapshot),
         offer_isps=offer_isps,
         price_eur=pricing.offer_price_eur(energy_shift_kwh=shift_kwh),
+        # A charging portfolio can deliver any fraction of what it offers: let the DSO activate 10 % upwards.
+        min_activation_factor=PARTIAL_ACTIVATION_FROM,
         expires_at=min(flex_request.expires_at, first_isp_start),
         sessions=len(snapshot.sessions),
         energy_shift_kwh=shift_kwh,

@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from common.audit import audit_record, audit_trail
-from common.models import AuditEvent
+from common.models import AuditEvent, IdempotencyRecord
 
 admin.site.site_header = "Flexmarket console"
 admin.site.site_title = "Flexmarket console"
@@ -183,3 +183,14 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Who")
     def who_display(self, event: AuditEvent) -> str:
         return event.who
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Replays of POSTs made with an Idempotency-Key (purged after IDEMPOTENCY_RETENTION_HOURS)."""
+
+    list_display = ("created_at", "owner", "method", "path", "key", "status_code")
+    list_filter = ("method", "status_code")
+    search_fields = ("=key", "owner", "path")
+    date_hierarchy = "created_at"
+    show_full_result_count = False

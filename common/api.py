@@ -91,12 +91,12 @@ class AwareDateTimeField(serializers.DateTimeField):
     default_error_messages = {"naive": "Give the time with a UTC offset, e.g. 2026-11-26T17:00:00+01:00."}
 
     def to_internal_value(self, value: Any) -> Any:
-        if isinstance(value, str) and value and not _has_offset(value):
+        if isinstance(value, str) and value and not has_utc_offset(value):
             self.fail("naive")
         return super().to_internal_value(value)
 
 
-def _has_offset(text: str) -> bool:
+def has_utc_offset(text: str) -> bool:
     tail = text.strip()[10:]  # after the date part
     return tail.endswith(("Z", "z")) or "+" in tail or "-" in tail
 
@@ -138,3 +138,4 @@ def paginated_response(
     page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context={"request": request}).data
     return paginator.get_paginated_response(data)
+

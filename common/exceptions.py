@@ -21,12 +21,15 @@ class ApplicationError(Exception):
         code: str = "invalid",
         field: str | None = None,
         extra: dict[str, Any] | None = None,
+        status_code: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.field = field
         self.extra = extra or {}
+        if status_code is not None:
+            self.status_code = status_code  # e.g. 409 for a conflict with an earlier message
 
 
 class TransitionError(ApplicationError):

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -66,3 +67,27 @@ def audit_payload(obj: models.Model, fields: list[str]) -> dict[str, Any]:
             value = str(value)
         snapshot[name] = value
     return snapshot
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST made with an Idempotency-Key, replayed for retries with the same key.
+
+    `owner` is who made the request (participant id, or user id without one); the key is unique per owner.
+    A row without `status_code` is a request still in progress.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    owner = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_key_unique_per_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "common",
@@ -151,11 +152,19 @@ X_FRAME_OPTIONS = "DENY"
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "market.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "common.api.CreatedAtCursorPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["common.throttling.ParticipantRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"participant": env_str("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_SCHEMA_CLASS": "common.schema.ErrorContractAutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
@@ -179,6 +188,19 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {},
 }
+
+# --- Cache (API throttling counters) ---------------------------------------------------------------------
+# Throttle counts must be shared by every web process: use Redis in production (CACHE_URL=redis://...).
+CACHE_URL = env_str("CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "flexmarket"}
+}
+# Idempotency-Key records are kept this long; a retry later than this is a new request.
+IDEMPOTENCY_RETENTION_HOURS = env_int("IDEMPOTENCY_RETENTION_HOURS", 24)
+# The clearing recommendation algorithm (a market.clearing.ClearingAlgorithm), by dotted path.
+MARKET_CLEARING_ALGORITHM = env_str("MARKET_CLEARING_ALGORITHM", "market.clearing.CheapestCoverMilp")
 
 # --- Celery ---------------------------------------------------------------------------------------
 BROKER_CONFIGURED = bool(env_str("CELERY_BROKER_URL", ""))
@@ -206,6 +228,7 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "market-expire-due": {"task": "market.tasks.expire_due_task", "schedule": 300.0},
+    "idempotency-purge": {"task": "market.tasks.idempotency_purge_task", "schedule": 3600.0},
     "settlement-nightly": {
         "task": "settlement.tasks.settle_previous_day_task",
         "schedule": crontab(hour=2, minute=0),  # 02:00 Europe/Amsterdam (CELERY_TIMEZONE)

@@ -21,16 +21,22 @@ from common.exceptions import ApplicationError
 from market import services
 from market.models import (
     AggregatorConnection,
+    ApiKey,
     CongestionPoint,
     Connection,
     DPrognosis,
     DPrognosisIsp,
+    FlexContract,
     FlexOffer,
-    FlexOfferIsp,
+    FlexOfferOption,
+    FlexOfferOptionIsp,
     FlexOrder,
     FlexOrderIsp,
     FlexRequest,
     FlexRequestIsp,
+    FlexReservationUpdate,
+    FlexReservationUpdateIsp,
+    Market,
     Participant,
     User,
 )
@@ -97,8 +103,8 @@ class UserAdmin(DjangoUserAdmin):
 
 @admin.register(CongestionPoint)
 class CongestionPointAdmin(admin.ModelAdmin):
-    list_display = ("name", "ean", "dso", "capacity_kw", "created_at")
-    list_filter = (("dso", admin.RelatedOnlyFieldListFilter),)
+    list_display = ("name", "ean", "dso", "market", "capacity_kw", "mutex_offers_supported", "created_at")
+    list_filter = (("dso", admin.RelatedOnlyFieldListFilter), "market")
     search_fields = ("name", "ean", "dso__name")
     list_select_related = ("dso",)
     autocomplete_fields = ("dso",)
@@ -249,9 +255,15 @@ class DPrognosisAdmin(ReadOnlyAdminMixin, FlexMessageAdmin):
     inlines = (DPrognosisIspInline,)
 
 
-class FlexOfferIspInline(ReadOnlyTabularInline):
-    model = FlexOfferIsp
-    fields = ("isp", "power_w")
+class FlexOfferOptionInline(ReadOnlyTabularInline):
+    model = FlexOfferOption
+    fields = ("option_reference", "price_eur", "min_activation_factor", "isp_summary")
+    readonly_fields = ("isp_summary",)
+    show_change_link = True
+
+    @admin.display(description="ISPs (W)")
+    def isp_summary(self, option: FlexOfferOption) -> str:
+        return ", ".join(f"{row.isp}: {row.power_w}" for row in option.isps.all())
 
 
 @admin.register(FlexOffer)
@@ -262,7 +274,6 @@ class FlexOfferAdmin(ReadOnlyAdminMixin, FlexMessageAdmin):
         "congestion_point",
         "period",
         "aggregator",
-        "price_eur",
         "status",
         "is_unsolicited",
         "expires_at",
@@ -278,7 +289,7 @@ class FlexOfferAdmin(ReadOnlyAdminMixin, FlexMessageAdmin):
         "aggregator__name",
     )
     list_select_related = ("congestion_point", "aggregator")
-    inlines = (FlexOfferIspInline,)
+    inlines = (FlexOfferOptionInline,)
 
     @admin.display(description="Unsolicited", boolean=True)
     def is_unsolicited(self, offer: FlexOffer) -> bool:
@@ -367,12 +378,93 @@ class DPrognosisIspAdmin(ReadOnlyAdminMixin, IspRowAdmin):
     list_select_related = ("d_prognosis__congestion_point",)
 
 
-@admin.register(FlexOfferIsp)
-class FlexOfferIspAdmin(ReadOnlyAdminMixin, IspRowAdmin):
-    parent_field = "flex_offer"
-    list_display = ("flex_offer", "isp", "power_w")
-    search_fields = ("=flex_offer__id", "=flex_offer__message_id")
+class FlexOfferOptionIspInline(ReadOnlyTabularInline):
+    model = FlexOfferOptionIsp
+    fields = ("isp", "power_w")
+
+
+@admin.register(FlexOfferOption)
+class FlexOfferOptionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("flex_offer", "option_reference", "price_eur", "min_activation_factor")
+    search_fields = ("=flex_offer__id", "option_reference")
     list_select_related = ("flex_offer__congestion_point", "flex_offer__aggregator")
+    inlines = (FlexOfferOptionIspInline,)
+
+
+@admin.register(FlexOfferOptionIsp)
+class FlexOfferOptionIspAdmin(ReadOnlyAdminMixin, IspRowAdmin):
+    parent_field = "option"
+    list_display = ("option", "isp", "power_w")
+    search_fields = ("=option__flex_offer__id",)
+    list_select_related = ("option__flex_offer",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Model]:
+        return admin.ModelAdmin.get_queryset(self, request).order_by("-option__created_at", "option", "isp")
+
+
+@admin.register(Market)
+class MarketAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "time_zone", "isp_minutes", "currency", "gate_closure_minutes")
+    search_fields = ("code", "name")
+    readonly_fields = ("id", *STAMPS)
+
+
+@admin.register(FlexContract)
+class FlexContractAdmin(AuditTrailAdminMixin, admin.ModelAdmin):
+    list_display = ("contract_id", "dso", "aggregator", "congestion_point", "valid_from", "valid_until",
+                    "reserved_power_w", "allows_direct_orders", "is_active")
+    list_filter = ("is_active", "allows_direct_orders", ("dso", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("contract_id", "aggregator__name", "congestion_point__name", "congestion_point__ean")
+    list_select_related = ("dso", "aggregator", "congestion_point")
+    autocomplete_fields = ("congestion_point",)
+    readonly_fields = ("id", *STAMPS, "audit_trail_table")
+
+
+class FlexReservationUpdateIspInline(ReadOnlyTabularInline):
+    model = FlexReservationUpdateIsp
+    fields = ("isp", "power_w")
+
+
+@admin.register(FlexReservationUpdate)
+class FlexReservationUpdateAdmin(ReadOnlyAdminMixin, FlexMessageAdmin):
+    list_display = ("contract", "period", "reference", "status", "created_at")
+    list_filter = ("status",)
+    search_fields = ("=id", "=message_id", "contract__contract_id", "reference")
+    list_select_related = ("contract", "congestion_point")
+    inlines = (FlexReservationUpdateIspInline,)
+
+
+@admin.register(FlexReservationUpdateIsp)
+class FlexReservationUpdateIspAdmin(ReadOnlyAdminMixin, IspRowAdmin):
+    parent_field = "reservation_update"
+    list_display = ("reservation_update", "isp", "power_w")
+    search_fields = ("=reservation_update__id",)
+    list_select_related = ("reservation_update__contract",)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are issued through the API (shown once); here they are listed and revoked, never edited."""
+
+    list_display = ("name", "participant", "prefix", "scopes", "last_used_at", "revoked_at", "created_at")
+    list_filter = (("participant", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("name", "prefix", "participant__name")
+    list_select_related = ("participant",)
+    readonly_fields = ("id", "participant", "name", "prefix", "scopes", "created_by", "last_used_at", "revoked_at",
+                       *STAMPS)
+    exclude = ("key_hash",)
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        from market.apikeys import api_key_revoke
+
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=key, actor=request.user)  # type: ignore[arg-type]
+        self.message_user(request, "Revoked.", level=messages.SUCCESS)
 
 
 @admin.register(FlexOrderIsp)

@@ -40,6 +40,10 @@ class Participant(PublicIdModel):
     role = models.CharField(max_length=3, choices=Role.choices)
     domain = models.CharField(max_length=253, validators=[usef_domain_validator])
     is_active = models.BooleanField(default=True)
+    api_rate_limit = models.CharField(
+        max_length=20, blank=True, validators=[RegexValidator(r"^\d+/(s|sec|m|min|h|hour|d|day)$")],
+        help_text="API requests allowed, e.g. 600/min; blank = the platform default (API_THROTTLE_RATE).",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -59,6 +63,35 @@ class User(AbstractUser):
         return self.participant.role if self.participant is not None else None
 
 
+class Market(PublicIdModel):
+    """The rules one local flexibility market trades under (USEF: each congestion point is its own market;
+    the rules are shared by the points a DSO runs under one programme)."""
+
+    code = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    time_zone = models.CharField(max_length=64, default="Europe/Amsterdam")
+    isp_minutes = models.PositiveSmallIntegerField(default=15)
+    currency = models.CharField(max_length=3, default="EUR")
+    gate_closure_minutes = models.PositiveIntegerField(
+        default=60, help_text="No new offers (or requested ISPs) for an ISP later than this many minutes before it starts."
+    )
+    max_power_w = models.BigIntegerField(
+        default=100_000_000, help_text="Largest plausible power per ISP; larger values are refused (Power value rejection)."
+    )
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def default_market_id() -> uuid.UUID:
+    """The market new congestion points join unless told otherwise (created on first use)."""
+    market, _ = Market.objects.get_or_create(code="default", defaults={"name": "Default market"})
+    return market.pk
+
+
 class CongestionPoint(PublicIdModel):
     """A grid element (transformer, cable) with the connections behind it, owned by one DSO."""
 
@@ -70,6 +103,11 @@ class CongestionPoint(PublicIdModel):
         limit_choices_to={"role": Participant.Role.DSO},
     )
     name = models.CharField(max_length=200)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="congestion_points",
+                               default=default_market_id)
+    mutex_offers_supported = models.BooleanField(
+        default=False, help_text="Offers may carry several mutually exclusive options (UFTP MutexOffersSupported)."
+    )
     # Physical limit the DSO plans against (optional; used by the optimiser to avoid new peaks).
     capacity_kw = models.DecimalField(max_digits=10, decimal_places=1, null=True, blank=True)
 
@@ -155,6 +193,9 @@ class FlexMessage(PublicIdModel):
     period = models.DateField(help_text="Market day (Europe/Amsterdam) the ISPs belong to.")
     message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     conversation_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    # SHA-256 of the message's canonical content: a resent MessageID with the same content is "Already
+    # Submitted" (the first result is returned), with other content a "Duplicate Identifier".
+    content_hash = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         abstract = True
@@ -193,6 +234,7 @@ class FlexRequest(FlexMessage):
         ORDERED = "ordered", "Ordered"
         EXPIRED = "expired", "Expired"
         CANCELLED = "cancelled", "Cancelled"
+        SUPERSEDED = "superseded", "Superseded by a revision"
 
     dso = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="flex_requests")
     revision = models.PositiveIntegerField(default=1)
@@ -265,8 +307,41 @@ class DPrognosisIsp(IspPowerRow):
         constraints = [models.UniqueConstraint(fields=["d_prognosis", "isp"], name="d_prognosis_isp_unique")]
 
 
+class FlexContract(PublicIdModel):
+    """A bilateral agreement between a DSO and an aggregator on one congestion point (outside UFTP itself):
+    reserved flexibility that FlexReservationUpdates confirm or release, and whether direct orders are allowed."""
+
+    contract_id = models.CharField(max_length=64, help_text="The ContractID both parties quote.")
+    dso = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="contracts_as_dso")
+    aggregator = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="contracts_as_aggregator")
+    congestion_point = models.ForeignKey(CongestionPoint, on_delete=models.PROTECT, related_name="contracts")
+    valid_from = models.DateField()
+    valid_until = models.DateField(null=True, blank=True, help_text="Exclusive.")
+    reserved_power_w = models.BigIntegerField(
+        default=0, help_text="Reserved flex per ISP inside the window, W (negative = less consumption)."
+    )
+    window_start = models.TimeField(null=True, blank=True, help_text="Local time; reserved ISPs start here.")
+    window_end = models.TimeField(null=True, blank=True, help_text="Local time; exclusive.")
+    reservation_deadline_minutes = models.PositiveIntegerField(
+        default=14 * 60, help_text="FlexReservationUpdates arrive at least this long before the market day starts."
+    )
+    allows_direct_orders = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["contract_id"]
+        constraints = [models.UniqueConstraint(fields=["dso", "contract_id"], name="contract_id_unique_per_dso")]
+
+    def __str__(self) -> str:
+        return f"Contract {self.contract_id} ({self.dso.name} / {self.aggregator.name})"
+
+    def covers(self, day: date) -> bool:
+        return self.is_active and self.valid_from <= day and (self.valid_until is None or day < self.valid_until)
+
+
 class FlexOffer(FlexMessage):
-    """An aggregator offers a change in power per ISP for a price (USEF FlexOffer, one option)."""
+    """An aggregator offers changes in power per ISP for a price (USEF FlexOffer): one or more mutually
+    exclusive options, each with its own price and minimum activation factor."""
 
     class Status(models.TextChoices):
         SUBMITTED = "submitted", "Submitted"
@@ -280,9 +355,8 @@ class FlexOffer(FlexMessage):
         FlexRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="offers"
     )
     d_prognosis = models.ForeignKey(DPrognosis, null=True, blank=True, on_delete=models.PROTECT, related_name="offers")
-    price_eur = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
+    contract = models.ForeignKey(FlexContract, null=True, blank=True, on_delete=models.PROTECT, related_name="offers")
     currency = models.CharField(max_length=3, default="EUR")
-    min_activation_factor = models.DecimalField(max_digits=3, decimal_places=2, default=Decimal("1.00"))
     expires_at = models.DateTimeField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED, db_index=True)
     created_by = models.ForeignKey("market.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -292,18 +366,41 @@ class FlexOffer(FlexMessage):
         indexes = [models.Index(fields=["aggregator", "status"])]
 
     def __str__(self) -> str:
-        return f"FlexOffer {self.aggregator.name} {self.congestion_point.name} {self.period} EUR {self.price_eur}"
+        return f"FlexOffer {self.aggregator.name} {self.congestion_point.name} {self.period}"
 
     @property
     def unsolicited(self) -> bool:
         return self.flex_request_id is None
 
 
-class FlexOfferIsp(IspPowerRow):
-    flex_offer = models.ForeignKey(FlexOffer, on_delete=models.CASCADE, related_name="isps")
+class FlexOfferOption(BaseModel):
+    """One alternative of an offer: the power per ISP and the asking price for all of it."""
+
+    id = models.BigAutoField(primary_key=True)
+    flex_offer = models.ForeignKey(FlexOffer, on_delete=models.CASCADE, related_name="options")
+    option_reference = models.CharField(max_length=64)
+    price_eur = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
+    min_activation_factor = models.DecimalField(max_digits=3, decimal_places=2, default=Decimal("1.00"))
+
+    class Meta:
+        ordering = ["flex_offer_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["flex_offer", "option_reference"], name="offer_option_reference_unique"),
+            models.CheckConstraint(
+                condition=Q(min_activation_factor__gt=0) & Q(min_activation_factor__lte=1),
+                name="offer_option_activation_factor_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"option {self.option_reference}: EUR {self.price_eur}"
+
+
+class FlexOfferOptionIsp(IspPowerRow):
+    option = models.ForeignKey(FlexOfferOption, on_delete=models.CASCADE, related_name="isps")
 
     class Meta(IspPowerRow.Meta):
-        constraints = [models.UniqueConstraint(fields=["flex_offer", "isp"], name="flex_offer_isp_unique")]
+        constraints = [models.UniqueConstraint(fields=["option", "isp"], name="offer_option_isp_unique")]
 
 
 class FlexOrder(FlexMessage):
@@ -320,6 +417,9 @@ class FlexOrder(FlexMessage):
     flex_offer = models.OneToOneField(
         FlexOffer, null=True, blank=True, on_delete=models.PROTECT, related_name="order"
     )
+    option = models.ForeignKey(FlexOfferOption, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    contract = models.ForeignKey(FlexContract, null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
+    service_type = models.CharField(max_length=100, blank=True)
     d_prognosis = models.ForeignKey(DPrognosis, null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
     order_reference = models.CharField(max_length=64, unique=True)
     price_eur = models.DecimalField(max_digits=12, decimal_places=2)
@@ -335,9 +435,77 @@ class FlexOrder(FlexMessage):
     def __str__(self) -> str:
         return f"FlexOrder {self.order_reference} [{self.status}]"
 
+    @property
+    def unsolicited(self) -> bool:
+        """A direct order (UFTP 3.1): placed without an offer, under a contract."""
+        return self.flex_offer_id is None
+
 
 class FlexOrderIsp(IspPowerRow):
     flex_order = models.ForeignKey(FlexOrder, on_delete=models.CASCADE, related_name="isps")
 
     class Meta(IspPowerRow.Meta):
         constraints = [models.UniqueConstraint(fields=["flex_order", "isp"], name="flex_order_isp_unique")]
+
+
+class FlexReservationUpdate(FlexMessage):
+    """The DSO confirms, reduces or releases reserved flex of a contract for one day (USEF FlexReservationUpdate).
+
+    Per ISP, Power is the flex still reserved (sign = direction, 0 = released); an update never raises what
+    the contract or an earlier update reserved."""
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        SUPERSEDED = "superseded", "Superseded"
+
+    contract = models.ForeignKey(FlexContract, on_delete=models.PROTECT, related_name="reservation_updates")
+    dso = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="+")
+    aggregator = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="reservation_updates")
+    reference = models.CharField(max_length=64, blank=True, help_text="The DSO's own reference.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACCEPTED, db_index=True)
+    created_by = models.ForeignKey("market.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"FlexReservationUpdate {self.contract.contract_id} {self.period} [{self.status}]"
+
+
+class FlexReservationUpdateIsp(IspPowerRow):
+    reservation_update = models.ForeignKey(FlexReservationUpdate, on_delete=models.CASCADE, related_name="isps")
+
+    class Meta(IspPowerRow.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["reservation_update", "isp"], name="reservation_update_isp_unique")
+        ]
+
+
+class ApiKey(PublicIdModel):
+    """A named, revocable machine credential of one participant. Only a SHA-256 hash of the key is stored;
+    the key itself is shown once, at creation. `scopes` limits what the key may do within the role."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the key, for lookup and display.")
+    key_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_by = models.ForeignKey("market.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["participant_id", "name"]
+        verbose_name = "API key"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "name"], condition=Q(revoked_at__isnull=True), name="api_key_name_unique_live"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}...)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -77,21 +77,24 @@ def flex_requests_for_dso(*, dso: Participant) -> QuerySet[FlexRequest]:
     return FlexRequest.objects.filter(dso=dso).select_related("congestion_point").prefetch_related("isps")
 
 
+OFFER_RELATED = ("congestion_point", "aggregator", "flex_request", "contract")
+OFFER_PREFETCH = ("options__isps",)
+
+
 def flex_offers_for_aggregator(*, aggregator: Participant) -> QuerySet[FlexOffer]:
-    return FlexOffer.objects.filter(aggregator=aggregator).select_related("congestion_point").prefetch_related("isps")
+    return FlexOffer.objects.filter(aggregator=aggregator).select_related(*OFFER_RELATED).prefetch_related(
+        *OFFER_PREFETCH)
 
 
 def flex_offers_for_dso(*, dso: Participant) -> QuerySet[FlexOffer]:
     """Offers a DSO may see: those on its own congestion points."""
-    return (
-        FlexOffer.objects.filter(congestion_point__dso=dso)
-        .select_related("congestion_point", "aggregator", "flex_request")
-        .prefetch_related("isps")
-    )
+    return FlexOffer.objects.filter(congestion_point__dso=dso).select_related(*OFFER_RELATED).prefetch_related(
+        *OFFER_PREFETCH)
 
 
 def flex_orders_for_aggregator(*, aggregator: Participant) -> QuerySet[FlexOrder]:
-    return FlexOrder.objects.filter(aggregator=aggregator).select_related("congestion_point").prefetch_related("isps")
+    return FlexOrder.objects.filter(aggregator=aggregator).select_related("congestion_point", "dso").prefetch_related(
+        "isps")
 
 
 def flex_orders_for_dso(*, dso: Participant) -> QuerySet[FlexOrder]:

@@ -11,3 +11,11 @@ def expire_due_task() -> dict[str, int]:
     from market.services import market_expire_due
 
     return market_expire_due()
+
+
+@shared_task
+def idempotency_purge_task() -> int:
+    """Hourly (beat): forget Idempotency-Key records older than IDEMPOTENCY_RETENTION_HOURS."""
+    from common.idempotency import idempotency_purge
+
+    return idempotency_purge()

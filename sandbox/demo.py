@@ -133,8 +133,10 @@ def aggregators_bid(*, base_url: str, api_tokens: dict[str, str], progress: Prog
                 continue
             offer = api.post("/api/v1/market/flex-offers/create/", json={
                 "flex_request": item["id"], "d_prognosis": prognosis.json()["id"],
-                "isps": [{"isp": r.isp, "power_w": r.power_w} for r in proposal.offer_isps],
-                "price_eur": str(proposal.price_eur), "expires_at": proposal.expires_at.isoformat(),
+                "expires_at": proposal.expires_at.isoformat(),
+                "options": [{"price_eur": str(proposal.price_eur),
+                             "min_activation_factor": str(proposal.min_activation_factor),
+                             "isps": [{"isp": r.isp, "power_w": r.power_w} for r in proposal.offer_isps]}],
             })
             _raise_for_api_error(offer)
             offers += 1
@@ -159,8 +161,9 @@ def dso_accepts_offers(*, portal: PortalSession, requests: list[FlexRequest], pr
     for request in requests:
         needed_w = sum(-row.max_power_w for row in request.isps.filter(disposition="Requested"))
         offers = sorted(
-            FlexOffer.objects.filter(flex_request=request, status=FlexOffer.Status.SUBMITTED).prefetch_related("isps"),
-            key=lambda o: o.price_eur / max(1, -sum(r.power_w for r in o.isps.all())),
+            FlexOffer.objects.filter(flex_request=request, status=FlexOffer.Status.SUBMITTED).prefetch_related(
+                "options__isps"),
+            key=lambda o: o.options.all()[0].price_eur / max(1, -sum(r.power_w for r in o.options.all()[0].isps.all())),
         )
         covered_w = 0
         for offer in offers:
@@ -171,7 +174,7 @@ def dso_accepts_offers(*, portal: PortalSession, requests: list[FlexRequest], pr
                 raise RuntimeError(f"accepting offer {offer.pk} failed: HTTP {response.status_code}")
             order = FlexOrder.objects.get(flex_offer=offer)
             references.append(order.order_reference)
-            covered_w -= sum(row.power_w for row in offer.isps.all())
+            covered_w -= sum(row.power_w for row in offer.options.all()[0].isps.all())
             progress(f"  accepted {offer.aggregator.name}'s offer on {request.congestion_point.name}: "
                      f"order {order.order_reference}, EUR {order.price_eur}")
     return references
@@ -207,8 +210,11 @@ def summarise(*, period: date, requests: list[FlexRequest]) -> list[PointSummary
         requested = [row for row in request.isps.all() if row.disposition == "Requested"]
         n = len(requested) or 1
         summary.requested_kw = sum(-row.max_power_w for row in requested) / n / 1000
-        offers = FlexOffer.objects.filter(flex_request=request).prefetch_related("isps")
-        summary.offered_kw = -sum(r.power_w for o in offers for r in o.isps.all()) / n / 1000
+        offers = FlexOffer.objects.filter(flex_request=request).prefetch_related("options__isps")
+        # Options of one offer are alternatives: count each offer's largest.
+        summary.offered_kw = sum(
+            max(-sum(r.power_w for r in option.isps.all()) for option in offer.options.all()) for offer in offers
+        ) / n / 1000
         orders = FlexOrder.objects.filter(flex_offer__flex_request=request).prefetch_related("isps")
         summary.ordered_kw = -sum(r.power_w for o in orders for r in o.isps.all()) / n / 1000
         lines = SettlementLine.objects.filter(order_settlement__flex_order__in=orders,

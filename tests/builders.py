@@ -8,7 +8,7 @@ from decimal import Decimal
 from common import isp as isp_time
 from market import services
 from market.models import CongestionPoint, DPrognosis, FlexOffer, FlexRequest, Participant
-from market.services import IspBand, IspPower
+from market.services import IspBand, IspPower, OfferOptionInput
 
 EVENING = range(69, 85)  # 17:00-21:00 on a 96-ISP day
 
@@ -38,7 +38,7 @@ def make_prognosis(*, aggregator: Participant, point: CongestionPoint, day: date
 
 def make_offer(
     *, aggregator: Participant, request: FlexRequest, power_w: int = -15_000, price: str = "12.50",
-    isps: list[int] | None = None,
+    isps: list[int] | None = None, min_activation_factor: str = "1.00",
 ) -> FlexOffer:
     if not request.period or not aggregator:
         raise ValueError("request and aggregator required")
@@ -48,6 +48,14 @@ def make_offer(
     indexes = isps or [row.isp for row in request.isps.filter(disposition="Requested")]
     return services.flex_offer_submit(
         aggregator=aggregator, congestion_point=request.congestion_point, period=request.period,
-        isps=[IspPower(isp=i, power_w=power_w) for i in indexes], price_eur=Decimal(price),
+        options=[option(power_w=power_w, price=price, isps=indexes, min_activation_factor=min_activation_factor)],
         expires_at=request.expires_at, flex_request=request,
     )
+
+
+def option(*, power_w: int, price: str, isps: list[int], reference: str = "1",
+           min_activation_factor: str = "1.00") -> OfferOptionInput:
+    """One offer option with the same power on every ISP."""
+    return OfferOptionInput(option_reference=reference, price_eur=Decimal(price),
+                            min_activation_factor=Decimal(min_activation_factor),
+                            isps=[IspPower(isp=i, power_w=power_w) for i in isps])

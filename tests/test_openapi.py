@@ -24,7 +24,8 @@ def _api_routes(patterns: list, prefix: str = "") -> list[str]:
 
 
 def _as_openapi_path(route: str) -> str:
-    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+    """Django route -> OpenAPI path with anonymous parameters (the schema may name `pk` as `id`)."""
+    return "/" + re.sub(r"<(?:\w+:)?\w+>", "{}", route)
 
 
 def test_the_schema_validates_with_no_warnings(tmp_path: Path):
@@ -38,7 +39,7 @@ def test_the_schema_validates_with_no_warnings(tmp_path: Path):
 def test_every_api_url_pattern_is_in_the_schema(tmp_path: Path):
     target = tmp_path / "openapi.yaml"
     call_command("spectacular", "--file", str(target))
-    documented = set(yaml.safe_load(target.read_text())["paths"])
+    documented = {re.sub(r"\{\w+\}", "{}", path) for path in yaml.safe_load(target.read_text())["paths"]}
     routes = {_as_openapi_path(route) for route in _api_routes(get_resolver().url_patterns)}
     assert routes, "no /api/v1/ routes found"
     assert routes <= documented, f"undocumented: {sorted(routes - documented)}"

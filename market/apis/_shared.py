@@ -1,0 +1,147 @@
+"""What every bidding-API view shares: ISP input shapes, output serializers, base list/detail views."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+
+from common.api import ERROR_RESPONSES, AwareDateTimeField  # noqa: F401  (re-exported for the views)
+from common.audit import audit_trail
+from common.exceptions import ApplicationError
+from common.models import AuditEvent
+from market.models import CongestionPoint, Participant
+from market.permissions import HasScope, IsMarketParticipant, request_participant
+from market.services import IspBand, IspPower
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="Any unique string (e.g. a UUID). A retry with the same key returns the first result "
+                "(header Idempotent-Replayed: true) instead of acting twice; kept 24 h.",
+)
+
+
+# --- input --------------------------------------------------------------------------------------------
+
+
+class MessageInputSerializer(serializers.Serializer):
+    """UFTP message identity and the market constants it repeats (all optional)."""
+
+    message_id = serializers.UUIDField(required=False, help_text="Your UUID for this message; resending it with "
+                                       "the same content returns the first result, other content is refused.")
+    isp_duration = serializers.CharField(required=False, help_text="If given, must be this market's (PT15M).")
+    time_zone = serializers.CharField(required=False, help_text="If given, must be Europe/Amsterdam.")
+
+
+class IspPowerInputSerializer(serializers.Serializer):
+    isp = serializers.IntegerField(min_value=1, help_text="1-based ISP of the market day (92/96/100 per day).")
+    duration = serializers.IntegerField(min_value=1, default=1, help_text="ISPs covered from `isp` (UFTP Duration).")
+    power_w = serializers.IntegerField(help_text="Average power over each ISP in W; negative = less consumption.")
+
+
+class IspBandInputSerializer(serializers.Serializer):
+    isp = serializers.IntegerField(min_value=1)
+    duration = serializers.IntegerField(min_value=1, default=1)
+    disposition = serializers.ChoiceField(choices=["Requested", "Available"])
+    min_power_w = serializers.IntegerField()
+    max_power_w = serializers.IntegerField()
+
+
+def expand_powers(rows: list[dict[str, Any]]) -> list[IspPower]:
+    """UFTP ISP runs (start, duration) -> one row per ISP; overlaps surface as isp_conflict in the services."""
+    return [IspPower(isp=row["isp"] + offset, power_w=row["power_w"]) for row in rows
+            for offset in range(row.get("duration", 1))]
+
+
+def expand_bands(rows: list[dict[str, Any]]) -> list[IspBand]:
+    return [IspBand(isp=row["isp"] + offset, disposition=row["disposition"], min_power_w=row["min_power_w"],
+                    max_power_w=row["max_power_w"]) for row in rows for offset in range(row.get("duration", 1))]
+
+
+def message_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    return {"message_id": data.get("message_id"), "isp_duration": data.get("isp_duration"),
+            "time_zone": data.get("time_zone")}
+
+
+def congestion_point_by_ean(ean: str) -> CongestionPoint:
+    point = CongestionPoint.objects.select_related("market", "dso").filter(ean=ean).first()
+    if point is None:
+        raise ApplicationError(f"Unknown congestion point {ean}.", code="unknown_congestion_point",
+                               field="congestion_point")
+    return point
+
+
+def visible_or_unknown(queryset: QuerySet[Any], pk: Any, *, field: str) -> Any:
+    """A referenced object the caller may see, else the same answer whether it is foreign or absent."""
+    obj = queryset.filter(pk=pk).first()
+    if obj is None:
+        raise ApplicationError(f"Unknown {field} reference.", code="unknown_reference", field=field)
+    return obj
+
+
+# --- output -------------------------------------------------------------------------------------------
+
+
+class IspPowerSerializer(serializers.Serializer):
+    isp = serializers.IntegerField()
+    power_w = serializers.IntegerField()
+
+
+class IspBandOutputSerializer(serializers.Serializer):
+    isp = serializers.IntegerField()
+    disposition = serializers.CharField()
+    min_power_w = serializers.IntegerField()
+    max_power_w = serializers.IntegerField()
+
+
+class AuditEventOutputSerializer(serializers.Serializer):
+    occurred_at = serializers.DateTimeField()
+    action = serializers.CharField()
+    who = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+# --- base views ---------------------------------------------------------------------------------------
+
+
+class ScopedView(generics.GenericAPIView):
+    """Caller must be an active DSO or aggregator holding `required_scope`."""
+
+    permission_classes: ClassVar[list[Any]] = [IsMarketParticipant, HasScope]
+    required_scope = "market:read"
+
+    @property
+    def participant(self) -> Participant:
+        return request_participant(self.request)
+
+
+class ScopedListView(ScopedView, generics.ListAPIView):
+    ordering_fields: ClassVar[list[str]] = ["created_at", "updated_at"]
+    ordering = "-created_at"
+
+
+class ScopedDetailView(ScopedView, generics.RetrieveAPIView):
+    lookup_field = "pk"
+
+
+class ObjectEventsView(ScopedView, generics.ListAPIView):
+    """The audit trail of one object the caller can see (who, what, when, before, after)."""
+
+    serializer_class = AuditEventOutputSerializer
+    filter_backends: ClassVar[list[Any]] = []
+    pagination_class = None
+
+    def visible_objects(self) -> QuerySet[Any]:
+        raise NotImplementedError(".visible_objects() must be overridden")
+
+    def get_queryset(self) -> QuerySet[AuditEvent]:
+        obj = generics.get_object_or_404(self.visible_objects(), pk=self.kwargs["pk"])
+        return audit_trail(obj).order_by("occurred_at", "id")
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        return super().list(request, *args, **kwargs)

@@ -1,0 +1,292 @@
+"""FlexOffer: an aggregator's offer, answering a request or unsolicited, with one or more exclusive options.
+
+SUBMITTED -> ACCEPTED (ordered) | REJECTED | REVOKED | EXPIRED.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+
+from common import isp as isp_time
+from common.audit import audit_record
+from common.exceptions import ApplicationError, TransitionError
+from common.models import audit_payload
+from market import events, selectors
+from market.models import (
+    CongestionPoint,
+    DPrognosis,
+    FlexContract,
+    FlexOffer,
+    FlexOfferOption,
+    FlexOfferOptionIsp,
+    FlexRequest,
+    FlexRequestIsp,
+    Participant,
+)
+from market.services._base import (
+    Actor,
+    OfferOptionInput,
+    already_submitted,
+    content_hash,
+    now,
+    require_role,
+    transition,
+    validate_expiry,
+    validate_future_isps,
+    validate_gate_closure,
+    validate_isp_indexes,
+    validate_market_frame,
+    validate_powers,
+    validate_price,
+)
+
+OFFER_AUDIT_FIELDS = ["status", "expires_at"]
+
+
+def validate_activation_factor(value: Decimal, *, field: str) -> None:
+    if not (Decimal("0") < value <= Decimal("1")):
+        raise ApplicationError("A minimum activation factor lies in (0, 1].", code="invalid_activation_factor",
+                               field=field)
+    if value != value.quantize(Decimal("0.01")):
+        raise ApplicationError("Activation factors have 2 decimals.", code="invalid_activation_factor", field=field)
+
+
+def _validate_options(
+    *, point: CongestionPoint, period: date, options: Sequence[OfferOptionInput], at: datetime,
+    flex_request: FlexRequest | None,
+) -> None:
+    if not options:
+        raise ApplicationError("An offer has at least one option.", code="missing_options", field="options")
+    if len(options) > 1 and not point.mutex_offers_supported:
+        raise ApplicationError("This congestion point takes no mutually exclusive options.",
+                               code="no_mutex_offer_support", field="options")
+    references: set[str] = set()
+    for index, option in enumerate(options):
+        prefix = f"options[{index}]"
+        if not option.option_reference or option.option_reference in references:
+            raise ApplicationError("Each option needs its own reference.", code="duplicate_option_reference",
+                                   field=f"{prefix}.option_reference")
+        references.add(option.option_reference)
+        indexes = [row.isp for row in option.isps]
+        validate_isp_indexes(period=period, indexes=indexes, field=f"{prefix}.isps")
+        if all(row.power_w == 0 for row in option.isps):
+            raise ApplicationError("An option must change the power in at least one ISP.", code="empty_offer",
+                                   field=f"{prefix}.isps")
+        validate_powers(market=point.market, rows=option.isps, field=f"{prefix}.isps")
+        changed = [row.isp for row in option.isps if row.power_w != 0]
+        validate_future_isps(period=period, indexes=indexes, at=at, field=f"{prefix}.isps")
+        validate_gate_closure(point=point, period=period, indexes=changed, at=at, field=f"{prefix}.isps")
+        validate_price(option.price_eur, field=f"{prefix}.price_eur")
+        validate_activation_factor(option.min_activation_factor, field=f"{prefix}.min_activation_factor")
+        if flex_request is not None:
+            _validate_option_against_request(flex_request=flex_request, option=option, prefix=prefix)
+
+
+def _validate_option_against_request(*, flex_request: FlexRequest, option: OfferOptionInput, prefix: str) -> None:
+    bands = {row.isp: row for row in flex_request.isps.all()}
+    requested = {isp for isp, row in bands.items() if row.disposition == FlexRequestIsp.Disposition.REQUESTED}
+    if not requested & {row.isp for row in option.isps if row.power_w != 0}:
+        raise ApplicationError("A solicited offer must offer flex in at least one Requested ISP of the request.",
+                               code="request_mismatch", field=f"{prefix}.isps")
+    for position, row in enumerate(option.isps):
+        band = bands.get(row.isp)
+        if band is None or band.disposition != FlexRequestIsp.Disposition.REQUESTED or row.power_w == 0:
+            continue
+        downward = band.max_power_w <= 0
+        if (downward and row.power_w > 0) or (not downward and row.power_w < 0):
+            raise ApplicationError(
+                f"ISP {row.isp}: the request asks for {'less' if downward else 'more'} consumption; "
+                f"power_w must be {'negative' if downward else 'positive'}.",
+                code="wrong_power_sign",
+                field=f"{prefix}.isps[{position}].power_w",
+            )
+
+
+def _validate_request_reference(
+    *, flex_request: FlexRequest, congestion_point: CongestionPoint, period: date, at: datetime
+) -> None:
+    if flex_request.congestion_point_id != congestion_point.pk:
+        raise ApplicationError("The flex request is for another congestion point.",
+                               code="reference_congestion_point_mismatch", field="flex_request")
+    if flex_request.period != period:
+        raise ApplicationError("The flex request is for another day.", code="reference_period_mismatch",
+                               field="flex_request")
+    if flex_request.status == FlexRequest.Status.SUPERSEDED:
+        raise ApplicationError("The flex request was superseded by a newer revision.", code="reference_superseded",
+                               field="flex_request")
+    if flex_request.expires_at <= at or flex_request.status == FlexRequest.Status.EXPIRED:
+        raise ApplicationError("The flex request has expired.", code="reference_expired", field="flex_request")
+    if flex_request.status not in selectors.OPEN_REQUEST_STATUSES:
+        raise ApplicationError(f"The flex request is {flex_request.status}.", code="reference_not_open",
+                               field="flex_request")
+
+
+def _resolve_baseline(
+    *, aggregator: Participant, congestion_point: CongestionPoint, period: date, d_prognosis: DPrognosis | None
+) -> DPrognosis:
+    if d_prognosis is None:
+        current = selectors.d_prognosis_current(aggregator=aggregator, congestion_point=congestion_point, period=period)
+        if current is None:
+            raise ApplicationError("Submit a D-prognosis for this congestion point and day first: it is the baseline.",
+                                   code="no_baseline", field="d_prognosis")
+        return current
+    fresh = DPrognosis.objects.get(pk=d_prognosis.pk)  # its status now, not a caller's stale copy
+    if fresh.aggregator_id != aggregator.pk:
+        raise ApplicationError("Unknown D-prognosis reference.", code="unknown_reference", field="d_prognosis")
+    if fresh.congestion_point_id != congestion_point.pk or fresh.period != period:
+        raise ApplicationError("The D-prognosis is for another congestion point or day.",
+                               code="reference_period_mismatch", field="d_prognosis")
+    if fresh.status != DPrognosis.Status.ACCEPTED:
+        raise ApplicationError("The referenced D-prognosis is superseded or rejected.", code="no_baseline",
+                               field="d_prognosis")
+    return fresh
+
+
+def validate_contract(
+    *, contract: FlexContract, dso: Participant, aggregator: Participant, point: CongestionPoint, period: date
+) -> None:
+    if contract.dso_id != dso.pk or contract.aggregator_id != aggregator.pk or contract.congestion_point_id != point.pk:
+        raise ApplicationError("Unknown contract reference.", code="unknown_contract", field="contract")
+    if not contract.covers(period):
+        raise ApplicationError("The contract does not cover that day.", code="unknown_contract", field="contract")
+
+
+def _offer_digest(**parts: Any) -> str:
+    options = [
+        (o.option_reference, str(o.price_eur), str(o.min_activation_factor), sorted((r.isp, r.power_w) for r in o.isps))
+        for o in parts.pop("options")
+    ]
+    return content_hash({**{k: str(v) if v is not None else None for k, v in parts.items()}, "options": options})
+
+
+@transaction.atomic
+def flex_offer_submit(
+    *,
+    aggregator: Participant,
+    congestion_point: CongestionPoint,
+    period: date,
+    options: Sequence[OfferOptionInput],
+    expires_at: datetime,
+    flex_request: FlexRequest | None = None,
+    d_prognosis: DPrognosis | None = None,
+    contract: FlexContract | None = None,
+    currency: str = "EUR",
+    message_id: Any = None,
+    actor: Actor = None,
+    actor_label: str = "",
+    isp_duration: str | None = None,
+    time_zone: str | None = None,
+) -> FlexOffer:
+    """Submit an offer (answering `flex_request`, or unsolicited) against the aggregator's D-prognosis baseline."""
+    require_role(aggregator, Participant.Role.AGR, field="aggregator")
+    validate_market_frame(market=congestion_point.market, isp_duration=isp_duration, time_zone=time_zone,
+                          currency=currency)
+    digest = _offer_digest(congestion_point=congestion_point.ean, period=period, expires_at=expires_at.isoformat(),
+                           flex_request=flex_request.pk if flex_request else None,
+                           d_prognosis=d_prognosis.pk if d_prognosis else None,
+                           contract=contract.pk if contract else None, options=options)
+    existing = already_submitted(FlexOffer, message_id=message_id, sender={"aggregator": aggregator}, digest=digest)
+    if existing is not None:
+        return existing
+    at = now()
+    if not selectors.aggregator_represents(aggregator=aggregator, congestion_point=congestion_point, day=period):
+        raise ApplicationError("You represent no connection on this congestion point on that day.",
+                               code="congestion_point_not_represented", field="congestion_point")
+    if flex_request is not None:
+        _validate_request_reference(flex_request=flex_request, congestion_point=congestion_point, period=period, at=at)
+    _validate_options(point=congestion_point, period=period, options=options, at=at, flex_request=flex_request)
+    last_isp = max(row.isp for option in options for row in option.isps)
+    validate_expiry(expires_at=expires_at, period=period, last_isp=last_isp, at=at)
+    if contract is not None:
+        validate_contract(contract=contract, dso=congestion_point.dso, aggregator=aggregator, point=congestion_point,
+                          period=period)
+    baseline = _resolve_baseline(aggregator=aggregator, congestion_point=congestion_point, period=period,
+                                 d_prognosis=d_prognosis)
+
+    new_message_id = message_id or uuid.uuid4()
+    offer = FlexOffer(
+        aggregator=aggregator,
+        congestion_point=congestion_point,
+        period=period,
+        flex_request=flex_request,
+        d_prognosis=baseline,
+        contract=contract,
+        currency=currency,
+        expires_at=expires_at,
+        created_by=actor,
+        message_id=new_message_id,
+        # An unsolicited offer starts its own conversation.
+        conversation_id=flex_request.conversation_id if flex_request else new_message_id,
+        content_hash=digest,
+    )
+    offer.full_clean()
+    offer.save()
+    for option in options:
+        row = FlexOfferOption.objects.create(
+            flex_offer=offer, option_reference=option.option_reference,
+            price_eur=validate_price(option.price_eur), min_activation_factor=option.min_activation_factor,
+        )
+        FlexOfferOptionIsp.objects.bulk_create(
+            FlexOfferOptionIsp(option=row, isp=isp.isp, power_w=isp.power_w)
+            for isp in sorted(option.isps, key=lambda r: r.isp)
+        )
+    audit_record(obj=offer, action="flex_offer.submitted", actor=actor, actor_label=actor_label,
+                 after={**audit_payload(offer, OFFER_AUDIT_FIELDS), "options": len(options)})
+    events.event_publish(name=events.FLEX_OFFER_SUBMITTED, object_id=offer.pk)
+    return offer
+
+
+@transaction.atomic
+def flex_offer_revoke(
+    *, flex_offer: FlexOffer, aggregator: Participant, actor: Actor = None, actor_label: str = ""
+) -> FlexOffer:
+    """SUBMITTED -> REVOKED by the aggregator that made it (FlexOfferRevocation).
+
+    Not once ordered ('Flexibility procured'), and not once one of its ISPs has started (operate phase).
+    A revocation that crosses an order wins only if it arrives first: the row claim decides.
+    """
+    if flex_offer.aggregator_id != aggregator.pk:
+        raise ApplicationError("Only the aggregator that made an offer can revoke it.", code="not_owner",
+                               field="flex_offer")
+    first_isp = min((row.isp for option in flex_offer.options.all() for row in option.isps.all()), default=1)
+    if isp_time.isp_start(flex_offer.period, first_isp) <= now():
+        raise ApplicationError("An ISP of the offer has started: it can no longer be revoked.",
+                               code="revocation_too_late", field="flex_offer")
+    if flex_offer.status == FlexOffer.Status.ACCEPTED:
+        raise TransitionError("The offer was ordered: flexibility procured.", code="flexibility_procured")
+    transition(flex_offer, allowed_from=[FlexOffer.Status.SUBMITTED], to=FlexOffer.Status.REVOKED,
+               action="flex_offer.revoked", actor=actor, actor_label=actor_label, audit_fields=OFFER_AUDIT_FIELDS)
+    return flex_offer
+
+
+def require_dso_owns_offer(*, flex_offer: FlexOffer, dso: Participant) -> None:
+    require_role(dso, Participant.Role.DSO, field="dso")
+    if flex_offer.congestion_point.dso_id != dso.pk:
+        raise ApplicationError("This offer is on another DSO's congestion point.", code="foreign_congestion_point",
+                               field="flex_offer")
+
+
+@transaction.atomic
+def flex_offer_reject(
+    *, flex_offer: FlexOffer, dso: Participant, actor: Actor = None, actor_label: str = ""
+) -> FlexOffer:
+    """SUBMITTED -> REJECTED by the DSO owning the congestion point."""
+    require_dso_owns_offer(flex_offer=flex_offer, dso=dso)
+    transition(flex_offer, allowed_from=[FlexOffer.Status.SUBMITTED], to=FlexOffer.Status.REJECTED,
+               action="flex_offer.rejected", actor=actor, actor_label=actor_label, audit_fields=OFFER_AUDIT_FIELDS)
+    return flex_offer
+
+
+@transaction.atomic
+def flex_offer_expire(*, flex_offer: FlexOffer) -> FlexOffer:
+    if flex_offer.expires_at > now():
+        raise TransitionError("The offer has not reached its expiry time.", code="not_expired")
+    transition(flex_offer, allowed_from=[FlexOffer.Status.SUBMITTED], to=FlexOffer.Status.EXPIRED,
+               action="flex_offer.expired", actor=None, actor_label="expiry", audit_fields=OFFER_AUDIT_FIELDS)
+    return flex_offer
