@@ -7,7 +7,6 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -117,25 +116,3 @@ class ErrorSerializer(serializers.Serializer):
 
 
 ERROR_RESPONSES = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
-
-
-def paginated(serializer_class: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    """OpenAPI shape of a cursor-paginated list of `serializer_class`."""
-    return inline_serializer(
-        name=name,
-        fields={
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": serializer_class(many=True),
-        },
-    )
-
-
-def paginated_response(
-    *, queryset: Any, serializer_class: type[serializers.Serializer], request: Any, view: Any
-) -> Response:
-    paginator = CreatedAtCursorPagination()
-    page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
-    data = serializer_class(page, many=True, context={"request": request}).data
-    return paginator.get_paginated_response(data)
-

@@ -153,7 +153,7 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "market.authentication.ApiKeyAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "market.authentication.ParticipantTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

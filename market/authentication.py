@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.authentication import BaseAuthentication
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
+from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
@@ -49,3 +50,15 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return KEYWORD
+
+
+class ParticipantTokenAuthentication(TokenAuthentication):
+    """DRF's user token, fetched together with the user's participant: every API view needs both."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+        token = Token.objects.select_related("user__participant").filter(key=key).first()
+        if token is None:
+            raise AuthenticationFailed("Invalid token.")
+        if not token.user.is_active:
+            raise AuthenticationFailed("User inactive or deleted.")
+        return token.user, token

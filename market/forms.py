@@ -1,5 +1,8 @@
 """DSO portal forms: turn what a grid operator types (local times, kW) into the market services' input (ISPs, W).
 
+Besides the request form (also used, with the day fixed, to revise a request) there are two small POST forms:
+which option of an offer to buy and how much of it, and the cost the DSO saw when ordering a recommendation.
+
 Local wall-clock times are matched to ISPs only through common.isp (isp_slots), so DST days with 92 or
 100 ISPs come out right: on the autumn day a window over 02:00-03:00 covers both runs of that hour.
 """
@@ -16,7 +19,7 @@ from django import forms
 from common import isp as isp_time
 from common.exceptions import ApplicationError
 from common.time import now
-from market.models import FlexRequestIsp
+from market.models import FlexRequest, FlexRequestIsp
 from market.services import IspBand
 
 MIDNIGHT = time(0, 0)
@@ -26,8 +29,16 @@ DEFAULT_EXPIRY_LEAD = timedelta(hours=1)
 MINIMUM_EXPIRY_LEAD = timedelta(minutes=15)
 
 
+FULL_ACTIVATION = Decimal("1.00")
+CENT = Decimal("0.01")
+
+
 def _kw_to_w(value_kw: Decimal) -> int:
     return int((value_kw * 1000).to_integral_value())
+
+
+def _w_to_kw(power_w: int) -> Decimal:
+    return Decimal(power_w) / 1000
 
 
 def default_market_day() -> date:
@@ -199,3 +210,57 @@ class FlexRequestCreateForm(forms.Form):
         """Show a service refusal on the field it names, or above the form when no field matches."""
         field = error.field if error.field in self.fields else None
         self.add_error(field, forms.ValidationError(error.message, code=error.code))
+
+
+def revision_initial(flex_request: FlexRequest) -> dict[str, Any]:
+    """The request form's fields as the request now stands, so a revision starts from what was asked."""
+    rows = list(flex_request.isps.all())
+    requested = [row for row in rows if row.disposition == FlexRequestIsp.Disposition.REQUESTED]
+    available = [row for row in rows if row.disposition == FlexRequestIsp.Disposition.AVAILABLE]
+    initial: dict[str, Any] = {"period": flex_request.period, "expires_at": flex_request.expires_at}
+    if requested:
+        first = isp_time.isp_slot(flex_request.period, min(row.isp for row in requested))
+        last = isp_time.isp_slot(flex_request.period, max(row.isp for row in requested))
+        initial.update(
+            window_start=first.local_start.time(),
+            window_end=last.end.astimezone(isp_time.MARKET_TZ).time(),
+            min_reduction_kw=_w_to_kw(max(row.requested_reduction_w for row in requested)),
+            max_reduction_kw=_w_to_kw(max(-row.min_power_w for row in requested)),
+        )
+    if available:
+        initial["headroom_kw"] = _w_to_kw(max(row.max_power_w for row in available))
+    return initial
+
+
+class FlexRequestReviseForm(FlexRequestCreateForm):
+    """The request form for a new revision: same congestion point and market day, everything else editable."""
+
+    def __init__(self, *args: Any, flex_request: FlexRequest, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", revision_initial(flex_request))
+        super().__init__(*args, **kwargs)
+        # Note: a disabled field ignores what is posted and keeps its initial value, so the day cannot change.
+        self.fields["period"].disabled = True
+        self.fields["period"].help_text = "A revision keeps the request's market day and congestion point."
+
+
+class OfferAcceptForm(forms.Form):
+    """Which option of an offer to buy and at what activation factor; the service checks the option's minimum."""
+
+    option_reference = forms.CharField(max_length=64, required=False)
+    activation_factor = forms.DecimalField(
+        required=False, min_value=CENT, max_value=FULL_ACTIVATION, max_digits=3, decimal_places=2,
+    )
+
+    def clean_option_reference(self) -> str | None:
+        """Blank means "the offer's only option" (the service refuses a blank one when there are several)."""
+        return self.cleaned_data["option_reference"] or None
+
+    def clean_activation_factor(self) -> Decimal:
+        value: Decimal | None = self.cleaned_data["activation_factor"]
+        return FULL_ACTIVATION if value is None else value.quantize(CENT)
+
+
+class RecommendationOrderForm(forms.Form):
+    """The total cost of the recommendation as shown: the service orders nothing if the cost has moved since."""
+
+    expected_cost_eur = forms.DecimalField(min_value=Decimal(0), max_digits=14, decimal_places=2)

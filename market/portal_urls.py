@@ -19,6 +19,12 @@ urlpatterns: list[URLPattern] = [
     path("congestion-points/<uuid:pk>/requests/new/", views.flex_request_create, name="flex-request-create"),
     path("requests/<uuid:pk>/", views.flex_request_detail, name="flex-request-detail"),
     path("requests/<uuid:pk>/cancel/", views.flex_request_cancel, name="flex-request-cancel"),
+    path("requests/<uuid:pk>/revise/", views.flex_request_revise, name="flex-request-revise"),
+    path(
+        "requests/<uuid:pk>/order-recommendation/",
+        views.flex_request_order_recommendation,
+        name="flex-request-order-recommendation",
+    ),
     path("offers/<uuid:pk>/accept/", views.flex_offer_accept, name="flex-offer-accept"),
     path("offers/<uuid:pk>/reject/", views.flex_offer_reject, name="flex-offer-reject"),
     path("orders/", views.order_list, name="order-list"),

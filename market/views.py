@@ -1,4 +1,5 @@
-"""DSO portal pages: congestion points, flex requests and their offers, orders (statements: settlement.views).
+"""DSO portal pages: congestion points, flex requests (with revisions, offer options and the clearing
+recommendation), orders (statements: settlement.views).
 
 Views stay thin: they check that the user acts for a DSO, read through the selectors (which keep each DSO
 behind its own tenant wall, so another DSO's objects are simply not found: 404), validate a form and call
@@ -8,6 +9,7 @@ Every page renders times in Europe/Amsterdam (common.isp.MARKET_TZ); the databas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,17 +24,18 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from common import isp as isp_time
 from common.audit import audit_trail
 from common.exceptions import ApplicationError
 from common.time import now
 from market import selectors, services
-from market.forms import FlexRequestCreateForm
+from market.forms import FlexRequestCreateForm, FlexRequestReviseForm, OfferAcceptForm, RecommendationOrderForm
 from market.models import (
     CongestionPoint,
     FlexOffer,
+    FlexOfferOption,
     FlexOrder,
     FlexRequest,
     FlexRequestIsp,
@@ -52,6 +55,8 @@ CANCELLABLE_REQUEST_STATUSES = (
     FlexRequest.Status.OPEN,
     FlexRequest.Status.PARTIALLY_ORDERED,
 )
+# Presentation only, as above: which request states offer "Revise" (market.services.requests.REVISABLE decides).
+REVISABLE_REQUEST_STATUSES = (FlexRequest.Status.DRAFT, FlexRequest.Status.OPEN)
 
 
 # --- access --------------------------------------------------------------------------------------------
@@ -161,16 +166,41 @@ class OfferedIsp:
 
 
 @dataclass(frozen=True)
-class OfferView:
-    offer: FlexOffer
+class OptionView:
+    """One option of an offer as a table row: its price per kWh and what it offers in each requested ISP."""
+
+    option: FlexOfferOption
     energy_kwh: Decimal
     eur_per_kwh: Decimal | None
     per_isp: list[OfferedIsp]
-    open: bool
+    ordered: bool
 
     @property
     def isps_with_flex(self) -> int:
         return sum(1 for item in self.per_isp if item.kw)
+
+    @property
+    def all_or_nothing(self) -> bool:
+        return self.option.min_activation_factor >= Decimal("1.00")
+
+
+@dataclass(frozen=True)
+class OfferView:
+    """An offer with its mutually exclusive options (at most one of them can be ordered)."""
+
+    offer: FlexOffer
+    options: list[OptionView]
+    open: bool
+
+    @property
+    def cheapest_eur_per_kwh(self) -> Decimal | None:
+        prices = [item.eur_per_kwh for item in self.options if item.eur_per_kwh is not None]
+        return min(prices) if prices else None
+
+    @property
+    def order(self) -> FlexOrder | None:
+        order: FlexOrder | None = getattr(self.offer, "order", None)
+        return order
 
 
 @dataclass(frozen=True)
@@ -228,7 +258,8 @@ def _nice_ceiling(value: Decimal) -> Decimal:
 def _request_chart(
     *, period: date, requested: dict[int, int], offered: dict[int, int], ordered: dict[int, int]
 ) -> Chart | None:
-    """Requested reduction per ISP (bars), total offered (step line) and total ordered (inner bars), in kW."""
+    """Requested reduction per ISP (bars), offered (step line; the caller sums each offer's largest option) and
+    total ordered (inner bars), in kW."""
     if not requested:
         return None
     chart = Chart()
@@ -280,17 +311,46 @@ def _request_chart(
     return chart
 
 
-def _offer_view(offer: FlexOffer, requested_isps: list[int]) -> OfferView:
-    powers = {row.isp: row.power_w for row in offer.isps.all()}
+def _ordered_option_id(offer: FlexOffer) -> int | None:
+    order: FlexOrder | None = getattr(offer, "order", None)
+    return order.option_id if order is not None else None
+
+
+def _option_view(option: FlexOfferOption, *, period: date, requested_isps: list[int], ordered: bool) -> OptionView:
+    powers = {row.isp: row.power_w for row in option.isps.all()}
     energy = _kwh(powers.values())
-    eur_per_kwh = (offer.price_eur / energy).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP) if energy else None
-    return OfferView(
-        offer=offer,
+    eur_per_kwh = (option.price_eur / energy).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP) if energy else None
+    return OptionView(
+        option=option,
         energy_kwh=energy,
         eur_per_kwh=eur_per_kwh,
-        per_isp=[OfferedIsp(label=isp_label(offer.period, i), kw=w_to_kw(powers.get(i, 0))) for i in requested_isps],
+        per_isp=[OfferedIsp(label=isp_label(period, i), kw=w_to_kw(powers.get(i, 0))) for i in requested_isps],
+        ordered=ordered,
+    )
+
+
+def _offer_view(offer: FlexOffer, requested_isps: list[int]) -> OfferView:
+    ordered_id = _ordered_option_id(offer)
+    return OfferView(
+        offer=offer,
+        options=[_option_view(option, period=offer.period, requested_isps=requested_isps,
+                              ordered=option.pk == ordered_id) for option in offer.options.all()],
         open=offer.status == FlexOffer.Status.SUBMITTED,
     )
+
+
+def _largest_option_by_isp(offer: FlexOffer) -> dict[int, int]:
+    """Per ISP, the largest power change any one option of the offer brings (options are alternatives, so
+    they never add up). An accepted offer counts only the option that was ordered."""
+    ordered_id = _ordered_option_id(offer)
+    largest: dict[int, int] = {}
+    for option in offer.options.all():
+        if ordered_id is not None and option.pk != ordered_id:
+            continue
+        for row in option.isps.all():
+            if abs(row.power_w) > abs(largest.get(row.isp, 0)):
+                largest[row.isp] = row.power_w
+    return largest
 
 
 def _sum_by_isp(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
@@ -298,6 +358,70 @@ def _sum_by_isp(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
     for isp, power_w in rows:
         totals[isp] = totals.get(isp, 0) + power_w
     return totals
+
+
+@dataclass(frozen=True)
+class RecommendedRow:
+    offer: FlexOffer
+    option_reference: str
+    activation_factor: Decimal
+    cost_eur: Decimal
+    energy_kwh: Decimal | None
+
+
+@dataclass(frozen=True)
+class CoverRow:
+    index: int
+    label: str
+    need_kw: Decimal
+    covered_kw: Decimal
+    short_kw: Decimal
+
+    @property
+    def short(self) -> bool:
+        return self.short_kw > 0
+
+
+@dataclass(frozen=True)
+class RecommendationView:
+    """The clearing recommendation as the panel shows it; `expected_cost` is posted back unchanged."""
+
+    recommendation: services.Recommendation
+    chosen: list[RecommendedRow]
+    isps: list[CoverRow]
+    expected_cost: str
+    gap: str
+
+    @property
+    def short_isps(self) -> list[CoverRow]:
+        return [row for row in self.isps if row.short]
+
+
+def _recommendation_view(recommendation: services.Recommendation, offers: list[OfferView]) -> RecommendationView:
+    period = recommendation.flex_request.period
+    options = {(view.offer.pk, item.option.option_reference): item for view in offers for item in view.options}
+    chosen = []
+    for item in recommendation.chosen:
+        shown = options.get((item.offer.pk, item.option_reference))
+        chosen.append(RecommendedRow(
+            offer=item.offer, option_reference=item.option_reference, activation_factor=item.activation_factor,
+            cost_eur=item.cost_eur,
+            energy_kwh=(shown.energy_kwh * item.activation_factor).quantize(Decimal("0.001")) if shown else None,
+        ))
+    isps = [
+        CoverRow(index=i, label=isp_label(period, i), need_kw=w_to_kw(need),
+                 covered_kw=w_to_kw(recommendation.covered_w.get(i, 0)),
+                 short_kw=w_to_kw(recommendation.short_w.get(i, 0)))
+        for i, need in sorted(recommendation.need_w.items())
+    ]
+    gap = recommendation.mip_gap
+    return RecommendationView(
+        recommendation=recommendation,
+        chosen=chosen,
+        isps=isps,
+        expected_cost=str(recommendation.total_cost_eur),
+        gap=f"{gap:.2%}" if math.isfinite(gap) else "unknown",
+    )
 
 
 # --- pages -----------------------------------------------------------------------------------------------
@@ -374,15 +498,17 @@ def flex_request_create(request: HttpRequest, pk: UUID) -> HttpResponse:
 
 
 @dso_required
+@require_safe
 def flex_request_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
-    """The request per ISP, a chart of requested vs offered vs ordered, and the offers with Accept/Reject."""
+    """The request per ISP, a chart of requested vs offered vs ordered, the clearing recommendation, and the
+    offers' options with Accept (and activation factor) / Reject. Reads only: nothing is ordered here."""
     dso = portal_dso(request)
     flex_request = get_object_or_404(selectors.flex_requests_for_dso(dso=dso), pk=pk)
     offers = list(selectors.flex_offers_for_dso(dso=dso).filter(flex_request=flex_request).select_related("order"))
     ordered = selectors.flex_request_ordered_power_by_isp(flex_request=flex_request)
     live_offers = (FlexOffer.Status.SUBMITTED, FlexOffer.Status.ACCEPTED)
     offered = _sum_by_isp(
-        (row.isp, row.power_w) for offer in offers if offer.status in live_offers for row in offer.isps.all()
+        item for offer in offers if offer.status in live_offers for item in _largest_option_by_isp(offer).items()
     )
     rows = list(flex_request.isps.all())
     requested_rows = [r for r in rows if r.disposition == FlexRequestIsp.Disposition.REQUESTED]
@@ -401,9 +527,22 @@ def flex_request_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
 
     offer_views = sorted(
         (_offer_view(offer, requested_isps) for offer in offers),
-        # Open offers first, cheapest per kWh first; then the decided ones, newest first.
-        key=lambda v: (not v.open, v.eur_per_kwh if v.open and v.eur_per_kwh is not None else Decimal(0),
-                       -v.offer.created_at.timestamp()),
+        # Open offers first, cheapest option per kWh first; then the decided ones, newest first.
+        key=lambda v: (not v.open, v.cheapest_eur_per_kwh if v.open and v.cheapest_eur_per_kwh is not None
+                       else Decimal(0), -v.offer.created_at.timestamp()),
+    )
+    at = now()
+    recommendation = None
+    if flex_request.status in selectors.OPEN_REQUEST_STATUSES and any(
+        view.open and view.offer.expires_at > at for view in offer_views
+    ):
+        recommendation = _recommendation_view(
+            services.flex_request_recommend(flex_request=flex_request, dso=dso), offer_views
+        )
+    conversation = (
+        selectors.flex_requests_for_dso(dso=dso)
+        .filter(conversation_id=flex_request.conversation_id)
+        .prefetch_related(None)
     )
     return render(request, "portal/flex_request_detail.html", {
         "flex_request": flex_request,
@@ -417,9 +556,72 @@ def flex_request_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
             offered=offered,
             ordered=ordered,
         ),
+        "recommendation": recommendation,
         "cancellable": flex_request.status in CANCELLABLE_REQUEST_STATUSES,
-        "now": now(),
+        "revisable": flex_request.status in REVISABLE_REQUEST_STATUSES,
+        "newer_revision": conversation.filter(revision__gt=flex_request.revision).order_by("-revision").first(),
+        "previous_revision": conversation.filter(revision__lt=flex_request.revision).order_by("-revision").first(),
+        "now": at,
     })
+
+
+@dso_required
+def flex_request_revise(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """A new revision of a draft or open request (same day and congestion point); the old one is superseded."""
+    dso = portal_dso(request)
+    flex_request = get_object_or_404(selectors.flex_requests_for_dso(dso=dso), pk=pk)
+    form = FlexRequestReviseForm(request.POST or None, flex_request=flex_request)
+    if request.method == "POST" and form.is_valid():
+        try:
+            revision = services.flex_request_revise(
+                flex_request=flex_request,
+                dso=dso,
+                isps=form.isp_bands(),
+                expires_at=form.expiry(),
+                actor=_actor(request),
+            )
+        except ApplicationError as error:
+            form.add_application_error(error)
+        else:
+            messages.success(
+                request,
+                f"Revision {revision.revision} {'opened' if revision.status == FlexRequest.Status.OPEN else 'saved'}; "
+                f"revision {flex_request.revision} is superseded and its open offers were rejected.",
+            )
+            return redirect("portal:flex-request-detail", pk=revision.pk)
+    return render(request, "portal/flex_request_form.html", {
+        "point": flex_request.congestion_point,
+        "form": form,
+        "revising": flex_request,
+        "revisable": flex_request.status in REVISABLE_REQUEST_STATUSES,
+    })
+
+
+@dso_required
+@require_POST
+def flex_request_order_recommendation(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """Order the recommendation the DSO saw, all chosen options in one go, or nothing if it has changed."""
+    dso = portal_dso(request)
+    flex_request = get_object_or_404(selectors.flex_requests_for_dso(dso=dso), pk=pk)
+    form = RecommendationOrderForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing was ordered: the recommendation's cost was missing. Review it and try again.")
+        return redirect("portal:flex-request-detail", pk=flex_request.pk)
+    try:
+        orders = services.flex_request_order_recommendation(
+            flex_request=flex_request, dso=dso, actor=_actor(request),
+            expected_cost_eur=form.cleaned_data["expected_cost_eur"],
+        )
+    except ApplicationError as error:
+        messages.error(request, f"Nothing was ordered: {error.message}")
+    else:
+        total = sum((order.price_eur for order in orders), Decimal(0))
+        messages.success(
+            request,
+            f"Recommendation ordered: {len(orders)} order{'s' if len(orders) != 1 else ''} "
+            f"({', '.join(order.order_reference for order in orders)}) for € {total:.2f}.",
+        )
+    return redirect("portal:flex-request-detail", pk=flex_request.pk)
 
 
 @dso_required
@@ -445,17 +647,29 @@ def _after_offer_decision(offer: FlexOffer) -> HttpResponse:
 @dso_required
 @require_POST
 def flex_offer_accept(request: HttpRequest, pk: UUID) -> HttpResponse:
-    """Buy the offer: the service places a binding FlexOrder (or explains why not)."""
+    """Buy one option of the offer at an activation factor: the service places a binding FlexOrder (or explains
+    why not)."""
     dso = portal_dso(request)
     offer = get_object_or_404(selectors.flex_offers_for_dso(dso=dso), pk=pk)
+    form = OfferAcceptForm(request.POST)
+    if not form.is_valid():
+        problems = " ".join(str(error) for errors in form.errors.values() for error in errors)
+        messages.error(request, f"The offer from {offer.aggregator.name} was not accepted: {problems}")
+        return _after_offer_decision(offer)
     try:
-        order = services.flex_offer_accept(flex_offer=offer, dso=dso, actor=_actor(request))
+        order = services.flex_offer_accept(
+            flex_offer=offer, dso=dso, actor=_actor(request),
+            option_reference=form.cleaned_data["option_reference"],
+            activation_factor=form.cleaned_data["activation_factor"],
+        )
     except ApplicationError as error:
         messages.error(request, f"The offer from {offer.aggregator.name} was not accepted: {error.message}")
     else:
+        option = order.option.option_reference if order.option else ""
         messages.success(
             request,
-            f"Order {order.order_reference} placed with {offer.aggregator.name} for € {order.price_eur:.2f}.",
+            f"Order {order.order_reference} placed with {offer.aggregator.name}: option {option} "
+            f"at activation factor {order.activation_factor:.2f}, for € {order.price_eur:.2f}.",
         )
     return _after_offer_decision(offer)
 
@@ -483,7 +697,7 @@ class OrderRow:
 @dso_required
 def order_list(request: HttpRequest) -> HttpResponse:
     dso = portal_dso(request)
-    orders = selectors.flex_orders_for_dso(dso=dso).order_by("-period", "-created_at")
+    orders = selectors.flex_orders_for_dso(dso=dso).select_related("option").order_by("-period", "-created_at")
     rows = [OrderRow(order=o, energy_kwh=_kwh(row.power_w for row in o.isps.all())) for o in orders]
     return render(request, "portal/order_list.html", {"orders": rows})
 
@@ -501,10 +715,11 @@ def order_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
     """An order's ISPs and its audit trail (who did what, when)."""
     dso = portal_dso(request)
     order = get_object_or_404(
-        selectors.flex_orders_for_dso(dso=dso).select_related("flex_offer", "created_by"), pk=pk
+        selectors.flex_orders_for_dso(dso=dso).select_related("flex_offer", "option", "contract", "created_by"), pk=pk
     )
     isps = [
-        OrderIspView(label=isp_label(order.period, row.isp), index=row.isp, kw=w_to_kw(row.power_w), kwh=_kwh([row.power_w]))
+        OrderIspView(label=isp_label(order.period, row.isp), index=row.isp, kw=w_to_kw(row.power_w),
+                     kwh=_kwh([row.power_w]))
         for row in order.isps.all()
     ]
     return render(request, "portal/order_detail.html", {

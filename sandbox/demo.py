@@ -4,7 +4,7 @@
        evening window, sized from its grid forecast against the transformer capacity.
     b. Each aggregator's bidding bot reads open requests from the bidding API, lets the optimiser propose
        an offer, and submits the D-prognosis and the offer through the API.
-    c. The DSO accepts offers in the portal, cheapest per kWh first, until the request is covered.
+    c. The DSO orders each request's clearing recommendation in the portal (cheapest cover, partial activation).
     d. Each order is dispatched (Celery) as one OCPI SetChargingProfile per session to the sandbox CPO, which
        answers and posts the asynchronous result back; we wait until every command is final.
     e. The sandbox meters write the day's 15-minute readings from what the cars drew under their profiles.
@@ -151,32 +151,26 @@ def _raise_for_api_error(response: httpx.Response) -> None:
         raise RuntimeError(f"API {response.request.method} {response.request.url.path}: {response.text[:500]}")
 
 
-def dso_accepts_offers(*, portal: PortalSession, requests: list[FlexRequest], progress: Progress) -> list[str]:
-    """Cheapest per kWh first, until the offers bought cover the energy of the minimum requested reduction.
-
-    (A per-ISP rule would buy everything: at 17:00 few cars are plugged in yet, so no offer covers that
-    ISP. Choosing the best mix is the DSO clearing recommendation's job, not this scripted operator's.)
-    """
+def dso_orders_recommendations(*, portal: PortalSession, requests: list[FlexRequest], progress: Progress) -> list[str]:
+    """The DSO reviews each request's clearing recommendation in the portal and orders it in one action."""
     references = []
     for request in requests:
-        needed_w = sum(-row.max_power_w for row in request.isps.filter(disposition="Requested"))
-        offers = sorted(
-            FlexOffer.objects.filter(flex_request=request, status=FlexOffer.Status.SUBMITTED).prefetch_related(
-                "options__isps"),
-            key=lambda o: o.options.all()[0].price_eur / max(1, -sum(r.power_w for r in o.options.all()[0].isps.all())),
-        )
-        covered_w = 0
-        for offer in offers:
-            if covered_w >= needed_w:
-                break
-            response = portal.post(f"/portal/offers/{offer.pk}/accept/", {})
-            if response.status_code != 302:
-                raise RuntimeError(f"accepting offer {offer.pk} failed: HTTP {response.status_code}")
-            order = FlexOrder.objects.get(flex_offer=offer)
-            references.append(order.order_reference)
-            covered_w -= sum(row.power_w for row in offer.options.all()[0].isps.all())
-            progress(f"  accepted {offer.aggregator.name}'s offer on {request.congestion_point.name}: "
-                     f"order {order.order_reference}, EUR {order.price_eur}")
+        page = portal.client.get(f"/portal/requests/{request.pk}/")
+        match = re.search(r'name="expected_cost_eur" value="([0-9.]+)"', page.text)
+        if page.status_code != 200 or not match:
+            progress(f"  {request.congestion_point.name}: no recommendation to order")
+            continue
+        response = portal.post(f"/portal/requests/{request.pk}/order-recommendation/",
+                               {"expected_cost_eur": match.group(1)})
+        if response.status_code != 302:
+            raise RuntimeError(f"ordering the recommendation for {request.pk} failed: HTTP {response.status_code}")
+        orders = list(FlexOrder.objects.filter(flex_offer__flex_request=request).select_related("aggregator")
+                      .order_by("created_at"))
+        if not orders:
+            raise RuntimeError(f"the recommendation for {request.congestion_point.name} placed no order")
+        references += [order.order_reference for order in orders]
+        placed = ", ".join(f"{o.aggregator.name} at {o.activation_factor:.2f} (EUR {o.price_eur})" for o in orders)
+        progress(f"  {request.congestion_point.name}: ordered the recommendation: {placed}")
     return references
 
 
@@ -234,8 +228,8 @@ def run_market_day(*, base_url: str, period: date, api_tokens: dict[str, str], p
     requests = dso_opens_requests(portal=portal, period=period, progress=progress)
     progress("b. aggregators optimise and bid through the API")
     offers = aggregators_bid(base_url=base_url, api_tokens=api_tokens, progress=progress)
-    progress("c. DSO accepts offers in the portal (each order is dispatched on commit)")
-    orders = dso_accepts_offers(portal=portal, requests=requests, progress=progress)
+    progress("c. DSO orders the clearing recommendation in the portal (each order is dispatched on commit)")
+    orders = dso_orders_recommendations(portal=portal, requests=requests, progress=progress)
     progress("d. OCPI SetChargingProfile per session to the CPO; waiting for its results")
     commands = wait_for_commands(progress=progress)
     progress("e. smart meters record the day")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
+import django_filters
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from common.api import ERROR_RESPONSES, paginated, paginated_response
-from market.permissions import IsMarketParticipant, request_participant
+from market.apis._shared import ScopedDetailView, ScopedListView, ScopedView
+from market.filters import AwareIsoDateTimeFilter
 from settlement import selectors
+from settlement.models import Statement
 
 
 class SettlementLineOutputSerializer(serializers.Serializer):
@@ -54,26 +53,38 @@ class StatementOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class StatementListApi(APIView):
-    permission_classes = [IsMarketParticipant]
+class StatementFilter(django_filters.FilterSet):
+    status = django_filters.CharFilter()
+    period_after = django_filters.DateFilter(field_name="period_end", lookup_expr="gte",
+                                             help_text="Statements ending on or after this day.")
+    period_before = django_filters.DateFilter(field_name="period_start", lookup_expr="lte",
+                                              help_text="Statements starting on or before this day.")
+    updated_since = AwareIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
-    @extend_schema(operation_id="statements_list", summary="My settlement statements",
-                   responses={200: paginated(StatementOutputSerializer, "PaginatedStatementList"), **ERROR_RESPONSES},
-                   tags=["settlement"])
-    def get(self, request: Request) -> Response:
-        queryset = selectors.statements_for_participant(participant=request_participant(request))
-        return paginated_response(queryset=queryset, serializer_class=StatementOutputSerializer, request=request,
-                                  view=self)
+    class Meta:
+        model = Statement
+        fields: list[str] = []
 
 
-class StatementDetailApi(APIView):
-    permission_classes = [IsMarketParticipant]
+def _statements(view: ScopedView) -> QuerySet[Statement]:
+    return selectors.statements_for_participant(participant=view.participant)
 
-    @extend_schema(operation_id="statements_retrieve", summary="One settlement statement with its lines",
-                   responses={200: StatementOutputSerializer, **ERROR_RESPONSES}, tags=["settlement"])
-    def get(self, request: Request, statement_id: str) -> Response:
-        statement = get_object_or_404(
-            selectors.statements_for_participant(participant=request_participant(request)),
-            pk=statement_id,
-        )
-        return Response(StatementOutputSerializer(statement).data)
+
+@extend_schema(tags=["settlement"], summary="My settlement statements")
+class StatementListApi(ScopedListView):
+    required_scope = "settlement:read"
+    queryset = Statement.objects.none()  # the model, for the schema; get_queryset scopes the rows
+    serializer_class = StatementOutputSerializer
+    filterset_class = StatementFilter
+
+    def get_queryset(self) -> QuerySet[Statement]:
+        return _statements(self)
+
+
+@extend_schema(tags=["settlement"], summary="One settlement statement with its lines")
+class StatementDetailApi(ScopedDetailView):
+    required_scope = "settlement:read"
+    serializer_class = StatementOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Statement]:
+        return _statements(self)

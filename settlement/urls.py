@@ -8,5 +8,5 @@ from settlement import apis
 
 urlpatterns = [
     path("statements/", apis.StatementListApi.as_view(), name="statement-list"),
-    path("statements/<uuid:statement_id>/", apis.StatementDetailApi.as_view(), name="statement-detail"),
+    path("statements/<uuid:pk>/", apis.StatementDetailApi.as_view(), name="statement-detail"),
 ]

@@ -7,7 +7,7 @@ messages show their trail; tokens are masked; large tables stay cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,11 +22,27 @@ from django.urls import path, reverse
 
 from aggregator.models import ChargePointOperator, ChargingProfileCommand, SessionSchedule
 from common import isp as isp_time
-from common.models import AuditEvent
+from common.models import AuditEvent, IdempotencyRecord
 from common.time import now
 from market import services
-from market.models import Connection, DPrognosis, FlexOffer, FlexOrder, FlexRequest, FlexRequestIsp
+from market.apikeys import api_key_create
+from market.models import (
+    ApiKey,
+    Connection,
+    DPrognosis,
+    FlexContract,
+    FlexOffer,
+    FlexOfferOption,
+    FlexOfferOptionIsp,
+    FlexOrder,
+    FlexRequest,
+    FlexRequestIsp,
+    FlexReservationUpdate,
+    FlexReservationUpdateIsp,
+    Market,
+)
 from settlement.models import MeterReading, OrderSettlement, SettlementLine, Statement
+from tests.builders import evening_isps
 from tests.factories import ChargePointFactory, ChargePointOperatorFactory, ChargingSessionFactory
 
 # Note: the admin is served from this module's own URLconf, so a broken portal or API route elsewhere
@@ -61,6 +77,10 @@ class Console:
     flex_offer: FlexOffer
     flex_order: FlexOrder
     cpo: ChargePointOperator
+    flex_contract: FlexContract
+    reservation_update: FlexReservationUpdate
+    api_key: ApiKey
+    raw_api_key: str
 
 
 @pytest.fixture
@@ -92,13 +112,52 @@ def console(world, tomorrow: date) -> Console:
         aggregator=world.voltflex,
         congestion_point=world.cp_north,
         period=tomorrow,
-        isps=[services.IspPower(isp=72, power_w=-6_000)],
-        price_eur=Decimal("12.50"),
+        options=[
+            services.OfferOptionInput(
+                option_reference="A1",
+                price_eur=Decimal("12.50"),
+                min_activation_factor=Decimal("0.25"),
+                isps=[services.IspPower(isp=72, power_w=-6_000)],
+            )
+        ],
         expires_at=isp_time.isp_start(tomorrow, 48),
         flex_request=request,
         actor=world.voltflex_user,
     )
     order = services.flex_offer_accept(flex_offer=offer, dso=world.gridco, actor=world.gridco_user)
+
+    # A contract with reserved flex, and an update that reduces it, for the day after (its default deadline,
+    # 14 h before the day starts, may already have passed for tomorrow).
+    reserved_day = tomorrow + timedelta(days=1)
+    contract = services.flex_contract_create(
+        dso=world.gridco,
+        aggregator=world.voltflex,
+        congestion_point=world.cp_north,
+        contract_id="GRID-VOLT-1",
+        valid_from=tomorrow,
+        reserved_power_w=-10_000,
+        window_start=time(17, 0),
+        window_end=time(21, 0),
+        actor=world.gridco_user,
+    )
+    reservation_update = services.flex_reservation_update_submit(
+        dso=world.gridco,
+        contract=contract,
+        period=reserved_day,
+        isps=[services.IspPower(isp=isp, power_w=-4_000) for isp in evening_isps(reserved_day)[:2]],
+        reference="RES-1",
+        actor=world.gridco_user,
+    )
+    api_key, raw_api_key = api_key_create(participant=world.voltflex, name="ci-robot", actor=world.voltflex_user)
+    IdempotencyRecord.objects.create(
+        owner=str(world.voltflex.pk),
+        key="retry-7f3a",
+        method="POST",
+        path="/api/v1/market/flex-offers/create/",
+        request_hash="0" * 64,
+        status_code=201,
+        response_body={"id": str(offer.pk)},
+    )
 
     cpo = ChargePointOperatorFactory(
         aggregator=world.voltflex, token_for_cpo=TOKEN_FOR_CPO, token_from_cpo=TOKEN_FROM_CPO
@@ -173,6 +232,10 @@ def console(world, tomorrow: date) -> Console:
         flex_offer=offer,
         flex_order=order,
         cpo=cpo,
+        flex_contract=contract,
+        reservation_update=reservation_update,
+        api_key=api_key,
+        raw_api_key=raw_api_key,
     )
 
 
@@ -182,6 +245,15 @@ def console(world, tomorrow: date) -> Console:
 @pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
 def test_every_model_of_our_apps_is_registered(model: type[models.Model]) -> None:
     assert admin.site.is_registered(model), f"{model._meta.label} has no admin: add it to its app's admin.py"
+
+
+def test_the_market_model_changes_are_covered_by_the_per_model_tests() -> None:
+    """The new markets, offer options, contracts, reservation updates, API keys and idempotency records are
+    among the models every parametrized test above and below runs for."""
+    for model in (Market, FlexContract, FlexOfferOption, FlexOfferOptionIsp, FlexReservationUpdate,
+                  FlexReservationUpdateIsp, ApiKey, IdempotencyRecord):
+        assert model in MODELS, model._meta.label
+        assert admin.site.is_registered(model), model._meta.label
 
 
 def test_the_console_is_titled(console: Console) -> None:
@@ -211,8 +283,7 @@ def test_each_add_page_renders_where_adding_is_allowed(console: Console, model: 
 @pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
 def test_each_change_page_renders(console: Console, model: type[models.Model]) -> None:
     obj = model._default_manager.first()
-    if obj is None:
-        pytest.skip(f"the console fixture has no {model._meta.label}")
+    assert obj is not None, f"the console fixture has no {model._meta.label}: add one"
     assert console.client.get(admin_url(model, "change", obj)).status_code == 200
 
 
@@ -231,12 +302,16 @@ def test_status_is_never_an_editable_field(console: Console, model: type[models.
             assert 'name="status"' not in response.content.decode(), url
 
 
-@pytest.mark.parametrize("attribute", ["flex_offer", "flex_order", "flex_request", "d_prognosis"])
+@pytest.mark.parametrize(
+    "attribute", ["flex_offer", "flex_order", "flex_request", "d_prognosis", "reservation_update", "flex_contract"]
+)
 def test_message_change_pages_show_the_audit_trail(console: Console, attribute: str) -> None:
     obj = getattr(console, attribute)
     html = console.client.get(admin_url(type(obj), "change", obj)).content.decode()
     assert 'class="audit-trail"' in html
-    for event in AuditEvent.objects.filter(object_id=str(obj.pk)):
+    events = AuditEvent.objects.filter(object_id=str(obj.pk))
+    assert events.exists()
+    for event in events:
         assert event.action in html
     if attribute == "flex_offer":
         assert "flex_offer.submitted" in html
@@ -254,9 +329,37 @@ def test_binding_documents_and_their_isps_are_read_only(console: Console, attrib
     html = console.client.get(url).content.decode()
     assert "-6000" in html  # the ISP row is shown...
     assert 'name="isps-0-power_w"' not in html  # ...but not as an input
+    assert 'name="options-0-price_eur"' not in html  # nor an offer option's price
     assert 'name="price_eur"' not in html
     assert console.client.post(url, {"price_eur": "1.00"}).status_code == 403
     assert console.client.get(admin_url(type(obj), "delete", obj)).status_code == 403
+
+
+def test_a_flex_offer_change_page_shows_its_options(console: Console) -> None:
+    offer = console.flex_offer
+    option = offer.options.get()
+    html = console.client.get(admin_url(FlexOffer, "change", offer)).content.decode()
+    for shown in ("A1", "12.50", "0.25", "72: -6000"):  # reference, price, min activation factor, ISPs
+        assert shown in html, shown
+    assert admin_url(FlexOfferOption, "change", option) in html  # each option links to its own page
+    option_html = console.client.get(admin_url(FlexOfferOption, "change", option)).content.decode()
+    assert "-6000" in option_html
+    assert 'name="isps-0-power_w"' not in option_html
+    assert console.client.post(admin_url(FlexOfferOption, "change", option), {"price_eur": "1.00"}).status_code == 403
+    option.refresh_from_db()
+    assert option.price_eur == Decimal("12.50")
+
+
+def test_api_keys_are_never_shown_or_issued_here(console: Console) -> None:
+    key = console.api_key
+    change = console.client.get(admin_url(ApiKey, "change", key)).content.decode()
+    listing = console.client.get(admin_url(ApiKey, "changelist")).content.decode()
+    for html in (change, listing):
+        assert console.raw_api_key not in html
+        assert key.key_hash not in html
+        assert key.prefix in html
+    assert 'name="scopes"' not in change
+    assert console.client.get(admin_url(ApiKey, "add")).status_code == 403
 
 
 @pytest.mark.parametrize("model", SETTLEMENT_DOCUMENTS, ids=lambda m: m._meta.label_lower)

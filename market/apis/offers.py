@@ -12,6 +12,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.exceptions import ApplicationError
 from common.idempotency import idempotent
 from market import selectors, services
 from market.apis._shared import (
@@ -129,8 +130,10 @@ class FlexOfferCreateApi(AggregatorWrite):
         aggregator = self.participant
         flex_request = None
         if data.get("flex_request"):
-            flex_request = visible_or_unknown(selectors.flex_requests_visible_to_aggregator(aggregator=aggregator),
-                                              data["flex_request"], field="flex_request")
+            flex_request = selectors.flex_request_for_aggregator(aggregator=aggregator, pk=data["flex_request"])
+            if flex_request is None:
+                raise ApplicationError("Unknown flex_request reference.", code="unknown_reference",
+                                       field="flex_request")
         point = congestion_point_by_ean(data["congestion_point"]) if data.get("congestion_point") else (
             flex_request.congestion_point  # type: ignore[union-attr]
         )
@@ -143,8 +146,6 @@ class FlexOfferCreateApi(AggregatorWrite):
             contract = FlexContract.objects.filter(aggregator=aggregator, contract_id=data["contract"],
                                                    congestion_point=point).first()
             if contract is None:
-                from common.exceptions import ApplicationError
-
                 raise ApplicationError("Unknown contract reference.", code="unknown_contract", field="contract")
         options = [
             services.OfferOptionInput(

@@ -222,3 +222,19 @@ def transition(
     obj.status = to
     audit_record(obj=obj, action=action, actor=actor, actor_label=actor_label, before=before,
                  after=audit_payload(obj, audit_fields))
+
+
+def remember_related(instance: models.Model, name: str, objects: list[Any]) -> None:
+    """Seed the prefetch cache of `instance.<name>.all()` with rows just written, so serialising the result
+    costs no query (Django reads reverse relations from `_prefetched_objects_cache`)."""
+    queryset = getattr(instance, name).all()
+    queryset._result_cache = objects
+    queryset._prefetch_done = True
+    instance._prefetched_objects_cache = {**getattr(instance, "_prefetched_objects_cache", {}), name: queryset}
+
+
+# full_clean() without the per-foreign-key existence queries: the services pass model instances they have
+# just loaded, and the database enforces the keys and unique fields anyway.
+def clean_fields_only(instance: models.Model) -> None:
+    relation_fields = [field.name for field in instance._meta.fields if field.is_relation]
+    instance.full_clean(exclude=relation_fields, validate_unique=False, validate_constraints=False)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import prefetch_related_objects
 
 from common import isp as isp_time
 from common.audit import audit_record
@@ -33,8 +34,10 @@ from market.services._base import (
     Actor,
     OfferOptionInput,
     already_submitted,
+    clean_fields_only,
     content_hash,
     now,
+    remember_related,
     require_role,
     transition,
     validate_expiry,
@@ -200,6 +203,7 @@ def flex_offer_submit(
                                code="congestion_point_not_represented", field="congestion_point")
     if flex_request is not None:
         _validate_request_reference(flex_request=flex_request, congestion_point=congestion_point, period=period, at=at)
+        prefetch_related_objects([flex_request], "isps")  # read once, checked per option
     _validate_options(point=congestion_point, period=period, options=options, at=at, flex_request=flex_request)
     last_isp = max(row.isp for option in options for row in option.isps)
     validate_expiry(expires_at=expires_at, period=period, last_isp=last_isp, at=at)
@@ -225,17 +229,21 @@ def flex_offer_submit(
         conversation_id=flex_request.conversation_id if flex_request else new_message_id,
         content_hash=digest,
     )
-    offer.full_clean()
+    clean_fields_only(offer)
     offer.save()
-    for option in options:
-        row = FlexOfferOption.objects.create(
-            flex_offer=offer, option_reference=option.option_reference,
-            price_eur=validate_price(option.price_eur), min_activation_factor=option.min_activation_factor,
-        )
-        FlexOfferOptionIsp.objects.bulk_create(
-            FlexOfferOptionIsp(option=row, isp=isp.isp, power_w=isp.power_w)
-            for isp in sorted(option.isps, key=lambda r: r.isp)
-        )
+    option_rows = FlexOfferOption.objects.bulk_create(
+        FlexOfferOption(flex_offer=offer, option_reference=option.option_reference,
+                        price_eur=validate_price(option.price_eur), min_activation_factor=option.min_activation_factor)
+        for option in options
+    )
+    isp_rows = FlexOfferOptionIsp.objects.bulk_create(
+        FlexOfferOptionIsp(option=row, isp=isp.isp, power_w=isp.power_w)
+        for row, option in zip(option_rows, options, strict=True)
+        for isp in sorted(option.isps, key=lambda r: r.isp)
+    )
+    for row in option_rows:
+        remember_related(row, "isps", [isp for isp in isp_rows if isp.option is row])
+    remember_related(offer, "options", option_rows)
     audit_record(obj=offer, action="flex_offer.submitted", actor=actor, actor_label=actor_label,
                  after={**audit_payload(offer, OFFER_AUDIT_FIELDS), "options": len(options)})
     events.event_publish(name=events.FLEX_OFFER_SUBMITTED, object_id=offer.pk)

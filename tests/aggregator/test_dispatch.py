@@ -28,6 +28,7 @@ from common.exceptions import AdapterError, TransitionError
 from common.models import AuditEvent
 from market import services as market_services
 from market.models import FlexOrder
+from market.services import OfferOptionInput
 from sandbox.models import SandboxChargingProfile, SandboxCpoClient
 from tests.builders import make_offer, make_request
 from tests.factories import ChargePointFactory, ChargePointOperatorFactory, ChargingSessionFactory
@@ -71,8 +72,10 @@ def propose_and_submit(world, day: date, *, reduction_w: int = 20_000, isps: lis
     market_services.d_prognosis_submit(aggregator=world.voltflex, congestion_point=world.cp_north, period=day,
                                        isps=proposal.d_prognosis_isps)
     return market_services.flex_offer_submit(
-        aggregator=world.voltflex, congestion_point=world.cp_north, period=day, isps=proposal.offer_isps,
-        price_eur=proposal.price_eur, expires_at=proposal.expires_at, flex_request=request,
+        aggregator=world.voltflex, congestion_point=world.cp_north, period=day,
+        options=[OfferOptionInput(option_reference="1", price_eur=proposal.price_eur, isps=proposal.offer_isps,
+                                  min_activation_factor=proposal.min_activation_factor)],
+        expires_at=proposal.expires_at, flex_request=request,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from unittest.mock import patch
 
 import pytest
 
@@ -14,8 +15,8 @@ from aggregator.portfolio import d_prognosis_isps, portfolio_snapshot, request_c
 from aggregator.services import flex_offer_propose
 from common import isp as isp_time
 from market import services as market_services
-from market.models import Connection
-from market.services import IspBand
+from market.models import Connection, FlexOfferOption
+from market.services import IspBand, OfferOptionInput
 from tests.builders import evening_isps, make_request
 from tests.factories import (
     AggregatorConnectionFactory,
@@ -245,12 +246,27 @@ class TestFlexOfferPropose:
         market_services.d_prognosis_submit(aggregator=world.voltflex, congestion_point=world.cp_north,
                                            period=tomorrow, isps=proposal.d_prognosis_isps)
         offer = market_services.flex_offer_submit(
-            aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, isps=proposal.offer_isps,
-            price_eur=proposal.price_eur, expires_at=proposal.expires_at, flex_request=request,
+            aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow,
+            options=[OfferOptionInput(option_reference="1", price_eur=proposal.price_eur, isps=proposal.offer_isps,
+                                      min_activation_factor=proposal.min_activation_factor)],
+            expires_at=proposal.expires_at, flex_request=request,
         )
-        assert [(row.isp, row.power_w) for row in offer.isps.order_by("isp")] == [
+        offered = FlexOfferOption.objects.get(flex_offer=offer)
+        assert (offered.price_eur, offered.min_activation_factor) == (proposal.price_eur,
+                                                                      proposal.min_activation_factor)
+        assert [(row.isp, row.power_w) for row in offered.isps.order_by("isp")] == [
             (row.isp, row.power_w) for row in proposal.offer_isps
         ]
+
+    def test_it_offers_no_isp_past_gate_closure(self, world, tomorrow, evening_cars):
+        request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
+        gate = timedelta(minutes=world.cp_north.market.gate_closure_minutes)
+        fifth = evening_isps(tomorrow)[4]
+        with patch("aggregator.services.now", return_value=isp_time.isp_start(tomorrow, fifth) - gate):
+            proposal = flex_offer_propose(aggregator=world.voltflex, flex_request=request)
+        assert not proposal.is_empty
+        assert min(row.isp for row in proposal.offer_isps) > fifth
+        assert proposal.expires_at <= isp_time.isp_start(tomorrow, min(row.isp for row in proposal.offer_isps))
 
     def test_with_no_sessions_the_proposal_is_empty(self, world, tomorrow):
         _, proposal = propose_for(world, tomorrow)

@@ -28,6 +28,7 @@ from common import isp as isp_time
 from config.celery import app as celery_app
 from market import services as market_services
 from market.models import FlexOrder
+from market.services import OfferOptionInput
 from sandbox.models import SandboxCpoClient
 from tests.builders import make_request
 from tests.factories import ChargePointFactory, ChargePointOperatorFactory, ChargingSessionFactory
@@ -94,8 +95,10 @@ def test_a_placed_order_is_dispatched_by_a_real_worker(world, tomorrow, live_ser
     prognosis = market_services.d_prognosis_submit(aggregator=world.voltflex, congestion_point=world.cp_north,
                                                    period=tomorrow, isps=proposal.d_prognosis_isps)
     offer = market_services.flex_offer_submit(
-        aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, isps=proposal.offer_isps,
-        price_eur=proposal.price_eur, expires_at=proposal.expires_at, flex_request=request, d_prognosis=prognosis)
+        aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow,
+        options=[OfferOptionInput(option_reference="1", price_eur=proposal.price_eur, isps=proposal.offer_isps,
+                                  min_activation_factor=proposal.min_activation_factor)],
+        expires_at=proposal.expires_at, flex_request=request, d_prognosis=prognosis)
     order = market_services.flex_offer_accept(flex_offer=offer, dso=world.gridco, actor=world.gridco_user)
 
     deadline = time.monotonic() + 90

@@ -13,9 +13,10 @@ from common import isp as isp_time
 from common.time import now
 from market import services
 from market.forms import request_window
-from market.models import FlexOffer, FlexOrder, FlexRequest, FlexRequestIsp
-from market.services import IspBand, IspPower
+from market.models import DPrognosis, FlexOffer, FlexOrder, FlexRequest, FlexRequestIsp, Participant
+from market.services import IspBand, IspPower, OfferOptionInput
 from settlement.models import OrderSettlement, SettlementLine, Statement
+from tests.builders import option
 from tests.conftest import World
 
 pytestmark = pytest.mark.django_db
@@ -46,25 +47,28 @@ def open_request(world: World, day: date, *, reduction_w: int = 40_000) -> FlexR
     )
 
 
-def submit_offer(world: World, flex_request: FlexRequest, *, power_w: int = -30_000,
-                 price: str = "45.00") -> FlexOffer:
+def submit_offer(world: World, flex_request: FlexRequest, *, power_w: int = -30_000, price: str = "45.00",
+                 min_activation_factor: str = "1.00", aggregator: Participant | None = None,
+                 options: list[OfferOptionInput] | None = None, isps: list[int] | None = None) -> FlexOffer:
+    """An offer from `aggregator` (default Voltflex), after its D-prognosis: one option unless `options` are given."""
     day = flex_request.period
-    services.d_prognosis_submit(
-        aggregator=world.voltflex,
-        congestion_point=world.cp_north,
-        period=day,
-        isps=[IspPower(isp=slot.index, power_w=20_000) for slot in isp_time.isp_slots(day)],
-        actor=world.voltflex_user,
-    )
+    aggregator = aggregator or world.voltflex
+    if not DPrognosis.objects.filter(aggregator=aggregator, congestion_point=world.cp_north, period=day).exists():
+        services.d_prognosis_submit(
+            aggregator=aggregator,
+            congestion_point=world.cp_north,
+            period=day,
+            isps=[IspPower(isp=slot.index, power_w=20_000) for slot in isp_time.isp_slots(day)],
+        )
+    indexes = isps or [row.isp for row in flex_request.isps.all()]
     return services.flex_offer_submit(
-        aggregator=world.voltflex,
+        aggregator=aggregator,
         congestion_point=world.cp_north,
         period=day,
-        isps=[IspPower(isp=row.isp, power_w=power_w) for row in flex_request.isps.all()],
-        price_eur=Decimal(price),
+        options=options or [option(power_w=power_w, price=price, isps=indexes,
+                                   min_activation_factor=min_activation_factor)],
         expires_at=flex_request.expires_at,
         flex_request=flex_request,
-        actor=world.voltflex_user,
     )
 
 
@@ -279,9 +283,14 @@ def test_request_detail_shows_isps_chart_and_offers(client: Client, world: World
     assert len(response.context["requested_rows"]) == 16
     assert response.context["requested_rows"][0].label == "17:00"
     view = response.context["offers"][0]
+    assert len(view.options) == 1
     # 16 ISPs x 30 kW x 0.25 h = 120 kWh; EUR 45 / 120 kWh.
-    assert view.energy_kwh == Decimal("120.000")
-    assert view.eur_per_kwh == Decimal("0.375")
+    assert view.options[0].energy_kwh == Decimal("120.000")
+    assert view.options[0].eur_per_kwh == Decimal("0.375")
+    # An all-or-nothing option posts a fixed factor of 1.00: no number input to fill in.
+    assert 'name="option_reference" value="1"' in content
+    assert '<input type="hidden" name="activation_factor" value="1.00">' in content
+    assert 'type="number" name="activation_factor"' not in content
 
 
 def test_accepting_an_offer_places_an_order(
@@ -292,8 +301,10 @@ def test_accepting_an_offer_places_an_order(
     portal(client, world)
     # Run the on-commit market events too: the aggregator's subscriber must cope with a world without charge points.
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("portal:flex-offer-accept", args=[offer.pk]), follow=True)
+        response = client.post(reverse("portal:flex-offer-accept", args=[offer.pk]),
+                               {"option_reference": "1", "activation_factor": "1.00"}, follow=True)
     order = FlexOrder.objects.get(flex_offer=offer)
+    assert (order.option.option_reference, order.activation_factor) == ("1", Decimal("1.00"))
     assert response.redirect_chain[-1][0] == reverse("portal:flex-request-detail", args=[flex_request.pk])
     assert f"Order {order.order_reference} placed".encode() in response.content
     assert order.dso == world.gridco
@@ -344,6 +355,295 @@ def test_cancelling_a_request(client: Client, world: World, tomorrow: date) -> N
     assert b"was not cancelled" in again.content
 
 
+# --- offer options and partial activation ---------------------------------------------------------------
+
+
+def accept(client: Client, offer: FlexOffer, reference: str, factor: str) -> bytes:
+    response = client.post(reverse("portal:flex-offer-accept", args=[offer.pk]),
+                           {"option_reference": reference, "activation_factor": factor}, follow=True)
+    assert response.status_code == 200
+    return response.content
+
+
+def test_a_partial_option_offers_a_factor_input_bounded_by_its_minimum(
+    client: Client, world: World, tomorrow: date
+) -> None:
+    flex_request = open_request(world, tomorrow)
+    submit_offer(world, flex_request, min_activation_factor="0.50")
+    content = portal(client, world).get(reverse("portal:flex-request-detail", args=[flex_request.pk])).content.decode()
+    assert 'type="number" name="activation_factor"' in content
+    assert 'min="0.50" max="1.00" step="0.01" value="1.00"' in content
+    option_id = FlexOffer.objects.get().options.get().pk
+    assert f'<label for="activation-{option_id}"' in content
+
+
+def test_accepting_an_option_partially_scales_its_isps_and_price(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    offer = submit_offer(world, flex_request, power_w=-30_000, price="45.00", min_activation_factor="0.50")
+    content = accept(portal(client, world), offer, "1", "0.50")
+    order = FlexOrder.objects.get(flex_offer=offer)
+    assert order.activation_factor == Decimal("0.50")
+    assert order.price_eur == Decimal("22.50")
+    assert {row.power_w for row in order.isps.all()} == {-15_000}
+    assert f"Order {order.order_reference} placed".encode() in content
+    assert b"activation factor 0.50" in content
+
+    detail = client.get(reverse("portal:order-detail", args=[order.pk]))
+    assert detail.context["isps"][0].kw == Decimal("-15")
+    assert b"Activation factor" in detail.content and b"0.50" in detail.content
+    listing = client.get(reverse("portal:order-list")).content.decode()
+    assert '<td class="num">0.50</td>' in listing
+
+
+def test_a_factor_below_the_options_minimum_is_refused(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    offer = submit_offer(world, flex_request, min_activation_factor="0.50")
+    content = accept(portal(client, world), offer, "1", "0.30")
+    assert b"message--error" in content
+    assert b"between 0.50 and 1.00" in content
+    assert not FlexOrder.objects.exists()
+    offer.refresh_from_db()
+    assert offer.status == FlexOffer.Status.SUBMITTED
+
+
+def test_a_malformed_factor_is_refused_before_the_service(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    offer = submit_offer(world, flex_request, min_activation_factor="0.50")
+    content = accept(portal(client, world), offer, "1", "0.555")
+    assert b"was not accepted" in content
+    assert not FlexOrder.objects.exists()
+
+
+def test_an_offer_with_two_options_shows_both_and_orders_the_one_accepted(
+    client: Client, world: World, tomorrow: date
+) -> None:
+    world.cp_north.mutex_offers_supported = True
+    world.cp_north.save()
+    flex_request = open_request(world, tomorrow)
+    indexes = window_indexes(tomorrow)
+    offer = submit_offer(world, flex_request, options=[
+        option(power_w=-30_000, price="45.00", isps=indexes, reference="A"),
+        option(power_w=-45_000, price="80.00", isps=indexes, reference="B", min_activation_factor="0.60"),
+    ])
+    portal(client, world)
+    response = client.get(reverse("portal:flex-request-detail", args=[flex_request.pk]))
+    content = response.content.decode()
+    view = response.context["offers"][0]
+    assert [item.option.option_reference for item in view.options] == ["A", "B"]
+    assert 'name="option_reference" value="A"' in content and 'name="option_reference" value="B"' in content
+    assert "80.00" in content and "0.60" in content
+    # The chart counts the larger option once: options are alternatives, they do not add up.
+    assert response.context["requested_rows"][0].offered_kw == Decimal("-45")
+
+    accept(client, offer, "B", "1.00")
+    offer.refresh_from_db()
+    assert offer.status == FlexOffer.Status.ACCEPTED
+    order = FlexOrder.objects.get(flex_offer=offer)
+    assert order.option.option_reference == "B"
+    assert order.price_eur == Decimal("80.00")
+    detail = client.get(reverse("portal:order-detail", args=[order.pk])).content.decode()
+    assert '<span class="mono">B</span>' in detail
+    after = client.get(reverse("portal:flex-request-detail", args=[flex_request.pk]))
+    assert [item.ordered for item in after.context["offers"][0].options] == [False, True]
+    assert after.context["requested_rows"][0].ordered_kw == Decimal("-45")
+
+
+def test_an_offer_with_two_options_needs_the_option_named(client: Client, world: World, tomorrow: date) -> None:
+    world.cp_north.mutex_offers_supported = True
+    world.cp_north.save()
+    flex_request = open_request(world, tomorrow)
+    indexes = window_indexes(tomorrow)
+    offer = submit_offer(world, flex_request, options=[
+        option(power_w=-30_000, price="45.00", isps=indexes, reference="A"),
+        option(power_w=-45_000, price="80.00", isps=indexes, reference="B"),
+    ])
+    content = accept(portal(client, world), offer, "", "1.00")
+    assert b"several options" in content
+    assert not FlexOrder.objects.exists()
+
+
+# --- clearing recommendation -----------------------------------------------------------------------------
+
+
+def two_offers(world: World, flex_request: FlexRequest) -> tuple[FlexOffer, FlexOffer]:
+    """Voltflex is cheaper per kWh but covers 30 of the 40 kW; Chargeco covers all 40 kW alone.
+
+    Voltflex: 30 kW x 4 h = 120 kWh for EUR 30 (0.25/kWh); Chargeco: 160 kWh for EUR 80 (0.50/kWh).
+    Cheapest cover: Chargeco alone (EUR 80), not Voltflex + Chargeco (EUR 110).
+    """
+    cheap = submit_offer(world, flex_request, power_w=-30_000, price="30.00")
+    covering = submit_offer(world, flex_request, power_w=-40_000, price="80.00", aggregator=world.chargeco)
+    return cheap, covering
+
+
+def test_the_recommendation_panel_lists_the_cheapest_cover(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    cheap, covering = two_offers(world, flex_request)
+    response = portal(client, world).get(reverse("portal:flex-request-detail", args=[flex_request.pk]))
+    panel = response.context["recommendation"]
+    assert [(row.offer.pk, row.option_reference, row.activation_factor) for row in panel.chosen] == [
+        (covering.pk, "1", Decimal("1.00"))
+    ]
+    assert panel.recommendation.total_cost_eur == Decimal("80.00")
+    assert panel.expected_cost == "80.00"
+    assert panel.short_isps == []
+    assert [row.covered_kw for row in panel.isps] == [Decimal("40")] * 16
+    content = response.content.decode()
+    assert "Clearing recommendation" in content
+    assert "Order this recommendation" in content
+    assert reverse("portal:flex-request-order-recommendation", args=[flex_request.pk]) in content
+    assert 'name="expected_cost_eur" value="80.00"' in content
+    assert "Covers the reduction still needed in all 16 ISPs" in content
+    assert "Solver: optimal" in content
+    # Showing the recommendation orders nothing.
+    assert not FlexOrder.objects.exists()
+
+
+def test_ordering_the_recommendation_places_exactly_its_orders(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    cheap, covering = two_offers(world, flex_request)
+    response = portal(client, world).post(
+        reverse("portal:flex-request-order-recommendation", args=[flex_request.pk]), {"expected_cost_eur": "80.00"},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == reverse("portal:flex-request-detail", args=[flex_request.pk])
+    order = FlexOrder.objects.get()
+    assert (order.flex_offer, order.option.option_reference, order.price_eur) == (covering, "1", Decimal("80.00"))
+    assert order.created_by == world.gridco_user
+    assert b"Recommendation ordered" in response.content
+    assert order.order_reference.encode() in response.content
+    cheap.refresh_from_db()
+    assert cheap.status == FlexOffer.Status.SUBMITTED
+    flex_request.refresh_from_db()
+    assert flex_request.status == FlexRequest.Status.ORDERED
+    # Fully ordered: no panel any more.
+    assert response.context["recommendation"] is None
+
+
+def test_a_stale_expected_cost_orders_nothing(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    two_offers(world, flex_request)
+    response = portal(client, world).post(
+        reverse("portal:flex-request-order-recommendation", args=[flex_request.pk]), {"expected_cost_eur": "30.00"},
+        follow=True,
+    )
+    assert b"message--error" in response.content
+    assert b"Nothing was ordered" in response.content and b"changed" in response.content
+    assert not FlexOrder.objects.exists()
+    assert FlexOffer.objects.filter(status=FlexOffer.Status.SUBMITTED).count() == 2
+
+
+def test_ordering_the_recommendation_needs_the_cost_shown_and_a_post(
+    client: Client, world: World, tomorrow: date
+) -> None:
+    flex_request = open_request(world, tomorrow)
+    two_offers(world, flex_request)
+    url = reverse("portal:flex-request-order-recommendation", args=[flex_request.pk])
+    portal(client, world)
+    assert client.get(url).status_code == 405
+    response = client.post(url, {}, follow=True)
+    assert b"Nothing was ordered" in response.content
+    assert client.post(reverse("portal:flex-request-detail", args=[flex_request.pk])).status_code == 405
+    assert not FlexOrder.objects.exists()
+
+
+def test_ordering_with_nothing_to_order_shows_an_error(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    response = portal(client, world).post(
+        reverse("portal:flex-request-order-recommendation", args=[flex_request.pk]), {"expected_cost_eur": "0"},
+        follow=True,
+    )
+    assert b"Nothing was ordered: There is nothing to order" in response.content
+    assert not FlexOrder.objects.exists()
+
+
+def test_the_panel_reports_isps_the_offers_cannot_cover(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    indexes = window_indexes(tomorrow)
+    offer = submit_offer(world, flex_request, power_w=-50_000, price="40.00", isps=indexes[:8])  # 17:00-19:00 only
+    response = portal(client, world).get(reverse("portal:flex-request-detail", args=[flex_request.pk]))
+    panel = response.context["recommendation"]
+    assert [row.offer.pk for row in panel.chosen] == [offer.pk]
+    assert [row.label for row in panel.short_isps] == [isp_label for isp_label in
+                                                       (isp_time.isp_slot(tomorrow, i).label for i in indexes[8:])]
+    assert panel.short_isps[0].label == "19:00"
+    assert {row.short_kw for row in panel.short_isps} == {Decimal("40")}
+    assert not panel.recommendation.fully_covered
+    content = response.content.decode()
+    assert "Short in 8 ISPs: 19:00 (40.0 kW)" in content
+    assert content.count('class="row--short"') == 8
+
+
+def test_no_panel_without_open_offers(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    response = portal(client, world).get(reverse("portal:flex-request-detail", args=[flex_request.pk]))
+    assert response.context["recommendation"] is None
+    assert b"Clearing recommendation" not in response.content
+
+
+# --- revisions -------------------------------------------------------------------------------------------
+
+
+def test_the_revise_form_starts_from_the_request(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    portal(client, world)
+    detail = client.get(reverse("portal:flex-request-detail", args=[flex_request.pk]))
+    assert reverse("portal:flex-request-revise", args=[flex_request.pk]).encode() in detail.content
+    response = client.get(reverse("portal:flex-request-revise", args=[flex_request.pk]))
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert form["period"].value() == tomorrow
+    assert form.fields["period"].disabled
+    assert (form["window_start"].value(), form["window_end"].value()) == WINDOW
+    assert form["min_reduction_kw"].value() == Decimal("40")
+    assert b"Save revision 2" in response.content
+
+
+def test_revising_an_open_request_supersedes_it(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    offer = submit_offer(world, flex_request)
+    other_day = (tomorrow + timedelta(days=1)).isoformat()
+    response = portal(client, world).post(
+        reverse("portal:flex-request-revise", args=[flex_request.pk]),
+        form_data(tomorrow, period=other_day, window_start="18:00", window_end="20:00", min_reduction_kw="25"),
+        follow=True,
+    )
+    revision = FlexRequest.objects.get(revision=2)
+    assert response.redirect_chain[-1][0] == reverse("portal:flex-request-detail", args=[revision.pk])
+    assert b"Revision 2 opened" in response.content
+    assert revision.conversation_id == flex_request.conversation_id
+    assert revision.status == FlexRequest.Status.OPEN
+    assert revision.period == tomorrow  # the day is fixed: a posted one is ignored
+    assert revision.created_by == world.gridco_user
+    rows = list(revision.isps.all())
+    assert [row.isp for row in rows] == window_indexes(tomorrow, time(18, 0), time(20, 0))
+    assert {row.max_power_w for row in rows} == {-25_000}
+    flex_request.refresh_from_db()
+    offer.refresh_from_db()
+    assert flex_request.status == FlexRequest.Status.SUPERSEDED
+    assert offer.status == FlexOffer.Status.REJECTED
+
+    old = client.get(reverse("portal:flex-request-detail", args=[flex_request.pk])).content.decode()
+    assert "badge--superseded" in old
+    assert reverse("portal:flex-request-detail", args=[revision.pk]) in old
+    assert reverse("portal:flex-request-revise", args=[flex_request.pk]) not in old
+    assert "Clearing recommendation" not in old
+    new = client.get(reverse("portal:flex-request-detail", args=[revision.pk])).content.decode()
+    assert reverse("portal:flex-request-detail", args=[flex_request.pk]) in new  # "revises revision 1"
+
+
+def test_a_superseded_request_cannot_be_revised_again(client: Client, world: World, tomorrow: date) -> None:
+    flex_request = open_request(world, tomorrow)
+    portal(client, world)
+    url = reverse("portal:flex-request-revise", args=[flex_request.pk])
+    client.post(url, form_data(tomorrow, min_reduction_kw="25"))
+    assert client.get(url).context["revisable"] is False
+    response = client.post(url, form_data(tomorrow, min_reduction_kw="20"))
+    assert response.status_code == 200
+    assert b"The request was not revised." in response.content
+    assert FlexRequest.objects.count() == 2
+
+
 # --- orders --------------------------------------------------------------------------------------------
 
 
@@ -390,6 +690,12 @@ def test_another_dsos_request_order_and_statement_give_404(client: Client, world
     portal(client, world)
     assert client.get(reverse("portal:flex-request-detail", args=[foreign_request.pk])).status_code == 404
     assert client.post(reverse("portal:flex-request-cancel", args=[foreign_request.pk])).status_code == 404
+    revise = reverse("portal:flex-request-revise", args=[foreign_request.pk])
+    assert client.get(revise).status_code == 404
+    assert client.post(revise, form_data(tomorrow, min_reduction_kw="5")).status_code == 404
+    recommend = reverse("portal:flex-request-order-recommendation", args=[foreign_request.pk])
+    assert client.post(recommend, {"expected_cost_eur": "0"}).status_code == 404
+    assert FlexRequest.objects.filter(dso=world.otherdso).count() == 1
     assert client.get(reverse("portal:order-detail", args=[foreign_order.pk])).status_code == 404
     assert client.get(reverse("portal:statement-detail", args=[foreign_statement.pk])).status_code == 404
     foreign_request.refresh_from_db()

@@ -12,9 +12,9 @@ from common import isp as isp_time
 from common.exceptions import ApplicationError, TransitionError
 from common.models import AuditEvent
 from market import events, services
-from market.models import DPrognosis, FlexOffer, FlexOrder, FlexRequest
-from market.services import IspBand, IspPower
-from tests.builders import evening_isps, make_offer, make_prognosis, make_request
+from market.models import DPrognosis, FlexOffer, FlexOfferOption, FlexOrder, FlexRequest
+from market.services import IspBand, IspPower, OfferOptionInput
+from tests.builders import evening_isps, make_offer, make_prognosis, make_request, option
 
 pytestmark = pytest.mark.django_db
 
@@ -57,10 +57,26 @@ class TestFlexRequestCreate:
         assert set(actions) == {"flex_request.created", "flex_request.opened"}
         assert events.FLEX_REQUEST_OPENED in received
 
-    def test_revisions_count_up_per_point_and_day(self, world, tomorrow):
+    def test_revisions_count_up_per_conversation_and_a_revision_supersedes_its_predecessor(self, world, tomorrow):
         first = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
-        second = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
-        assert (first.revision, second.revision) == (1, 2)
+        independent = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
+        assert (first.revision, independent.revision) == (1, 1)
+        assert first.conversation_id != independent.conversation_id
+
+        offer = make_offer(aggregator=world.voltflex, request=first)
+        revised = services.flex_request_revise(
+            flex_request=first, dso=world.gridco, isps=[requested(isp) for isp in evening_isps(tomorrow)[:4]],
+            expires_at=first.expires_at,
+        )
+        assert (revised.revision, revised.conversation_id) == (2, first.conversation_id)
+        assert revised.status == FlexRequest.Status.OPEN
+        assert revised.pk != first.pk
+        first.refresh_from_db()
+        independent.refresh_from_db()
+        offer.refresh_from_db()
+        assert first.status == FlexRequest.Status.SUPERSEDED
+        assert independent.status == FlexRequest.Status.OPEN  # another conversation: untouched
+        assert offer.status == FlexOffer.Status.REJECTED  # offers on the old revision lapse
 
     def test_an_aggregator_cannot_open_a_request(self, world, tomorrow):
         assert_refused("wrong_role", create, world, tomorrow, [requested(70)], dso=world.voltflex)
@@ -103,9 +119,19 @@ class TestFlexRequestCreate:
         yesterday = tomorrow - timedelta(days=2)
         assert_refused("period_in_past", create, world, yesterday, [requested(70)],
                        expires_at=isp_time.isp_start(tomorrow, 1))
-        with patch("market.services.now", return_value=isp_time.isp_start(tomorrow, 70)):
+        with patch("common.time.now", return_value=isp_time.isp_start(tomorrow, 70)):
             assert_refused("isp_in_past", create, world, tomorrow, [requested(80), requested(70)],
                            expires_at=isp_time.isp_start(tomorrow, 75))
+
+    def test_it_refuses_a_requested_isp_after_gate_closure(self, world, tomorrow):
+        gate = timedelta(minutes=world.cp_north.market.gate_closure_minutes)
+        assert gate == timedelta(minutes=60)  # the default market's gate closure
+        with patch("common.time.now", return_value=isp_time.isp_start(tomorrow, 70) - gate):
+            error = assert_refused("gate_closed", create, world, tomorrow, [requested(80), requested(70)],
+                                   expires_at=isp_time.isp_start(tomorrow, 75))
+        assert error.field == "isps[1].isp"
+        with patch("common.time.now", return_value=isp_time.isp_start(tomorrow, 70) - gate - timedelta(seconds=1)):
+            assert create(world, tomorrow, [requested(70)], expires_at=isp_time.isp_start(tomorrow, 70)).isps.count() == 1
 
     def test_expiry_must_be_future_and_not_after_the_last_isp(self, world, tomorrow):
         assert_refused("expiration_out_of_bounds", create, world, tomorrow, [requested(70)],
@@ -156,7 +182,7 @@ class TestFlexRequestTransitions:
         with pytest.raises(TransitionError) as caught:
             services.flex_request_expire(flex_request=request)
         assert caught.value.code == "not_expired"
-        with patch("market.services.now", return_value=request.expires_at + timedelta(seconds=1)):
+        with patch("common.time.now", return_value=request.expires_at + timedelta(seconds=1)):
             counts = services.market_expire_due()
         assert counts["flex_requests"] == 1
         request.refresh_from_db()
@@ -210,14 +236,19 @@ class TestFlexOfferSubmit:
         make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
         offer = services.flex_offer_submit(
             aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow,
-            isps=[IspPower(isp=80, power_w=-5000)], price_eur=Decimal("3.00"),
+            options=[option(power_w=-5000, price="3.00", isps=[80])],
             expires_at=isp_time.isp_start(tomorrow, 80))
         assert offer.unsolicited
+        assert offer.flex_request is None
+        assert offer.conversation_id == offer.message_id  # an unsolicited offer starts its own conversation
 
-    def _offer(self, world, request, **overrides):
+    def _offer(self, world, request, *, isps=None, price_eur=Decimal("5.00"), **overrides):
+        """One option (reference "1") of `isps` for `price_eur`, answering `request` unless overridden."""
+        offered = OfferOptionInput(option_reference="1", price_eur=price_eur,
+                                   isps=isps or [IspPower(isp=70, power_w=-10_000)])
         kwargs = {"aggregator": world.voltflex, "congestion_point": request.congestion_point,
-                  "period": request.period, "isps": [IspPower(isp=70, power_w=-10_000)],
-                  "price_eur": Decimal("5.00"), "expires_at": request.expires_at, "flex_request": request}
+                  "period": request.period, "options": [offered], "expires_at": request.expires_at,
+                  "flex_request": request}
         kwargs.update(overrides)
         return services.flex_offer_submit(**kwargs)
 
@@ -253,7 +284,7 @@ class TestFlexOfferSubmit:
     def test_more_consumption_on_a_downward_request_is_the_wrong_sign(self, world, request_with_baseline):
         error = assert_refused("wrong_power_sign", self._offer, world, request_with_baseline,
                                isps=[IspPower(isp=70, power_w=-1000), IspPower(isp=71, power_w=1000)])
-        assert error.field == "isps[1].power_w"
+        assert error.field == "options[0].isps[1].power_w"
 
     def test_an_all_zero_offer_is_empty(self, world, request_with_baseline):
         assert_refused("empty_offer", self._offer, world, request_with_baseline, isps=[IspPower(isp=70, power_w=0)])
@@ -268,7 +299,7 @@ class TestFlexOfferSubmit:
 
     def test_an_expired_request_cannot_be_answered(self, world, request_with_baseline):
         later = request_with_baseline.expires_at + timedelta(seconds=1)
-        with patch("market.services.now", return_value=later):
+        with patch("common.time.now", return_value=later):
             assert_refused("reference_expired", self._offer, world, request_with_baseline,
                            expires_at=later + timedelta(minutes=5))
 
@@ -276,6 +307,35 @@ class TestFlexOfferSubmit:
         old = DPrognosis.objects.get(aggregator=world.voltflex)
         make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=request_with_baseline.period)
         assert_refused("no_baseline", self._offer, world, request_with_baseline, d_prognosis=old)
+
+    def test_it_rejects_offer_after_gate_closure(self, world, tomorrow):
+        make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
+        gate_closes = isp_time.isp_start(tomorrow, 80) - timedelta(minutes=60)
+        unsolicited = {"aggregator": world.voltflex, "congestion_point": world.cp_north, "period": tomorrow,
+                       "options": [option(power_w=-5000, price="3.00", isps=[81, 80])],
+                       "expires_at": isp_time.isp_start(tomorrow, 80)}
+        with patch("common.time.now", return_value=gate_closes):
+            error = assert_refused("gate_closed", services.flex_offer_submit, **unsolicited)
+        assert error.field == "options[0].isps[1].isp"
+        assert FlexOffer.objects.count() == 0
+        with patch("common.time.now", return_value=gate_closes - timedelta(seconds=1)):
+            assert services.flex_offer_submit(**unsolicited).status == FlexOffer.Status.SUBMITTED
+
+    def test_several_options_need_a_point_that_supports_mutex_offers(self, world, request_with_baseline):
+        isps = evening_isps(request_with_baseline.period)
+        alternatives = [option(power_w=-15_000, price="12.50", isps=isps, reference="A"),
+                        option(power_w=-20_000, price="18.00", isps=isps, reference="B")]
+        error = assert_refused("no_mutex_offer_support", self._offer, world, request_with_baseline,
+                               options=alternatives)
+        assert error.field == "options"
+        world.cp_north.mutex_offers_supported = True
+        world.cp_north.save()
+        request_with_baseline.congestion_point.refresh_from_db()
+        offer = self._offer(world, request_with_baseline, options=alternatives)
+        assert [(o.option_reference, o.price_eur) for o in offer.options.all()] == [
+            ("A", Decimal("12.50")), ("B", Decimal("18.00"))]
+        assert_refused("duplicate_option_reference", self._offer, world, request_with_baseline,
+                       options=[alternatives[0], alternatives[0]])
 
     def test_another_aggregators_prognosis_cannot_be_used(self, world, request_with_baseline):
         theirs = make_prognosis(aggregator=world.chargeco, point=world.cp_north, day=request_with_baseline.period)
@@ -297,7 +357,11 @@ class TestFlexOfferAcceptAndOrders:
         assert order.status == FlexOrder.Status.PLACED
         assert order.price_eur == Decimal("12.50")
         assert order.d_prognosis == offer.d_prognosis
-        assert [(r.isp, r.power_w) for r in order.isps.all()] == [(r.isp, r.power_w) for r in offer.isps.all()]
+        assert order.option == offer.options.get()
+        assert [(r.isp, r.power_w) for r in order.isps.all()] == [
+            (r.isp, r.power_w) for r in order.option.isps.all()
+        ]
+        assert {r.power_w for r in order.isps.all()} == {-15_000}
         offer.flex_request.refresh_from_db()
         # 15 kW offered against 20 kW requested: not yet covered.
         assert offer.flex_request.status == FlexRequest.Status.PARTIALLY_ORDERED
@@ -321,11 +385,11 @@ class TestFlexOfferAcceptAndOrders:
         assert_refused("wrong_role", services.flex_offer_accept, flex_offer=offer, dso=world.voltflex)
 
     def test_an_expired_offer_cannot_be_accepted(self, world, offer):
-        with patch("market.services.now", return_value=offer.expires_at):
+        with patch("common.time.now", return_value=offer.expires_at):
             assert_refused("offer_expired", services.flex_offer_accept, flex_offer=offer, dso=world.gridco)
 
     def test_partial_activation_scales_power_and_price_within_bounds(self, world, offer):
-        FlexOffer.objects.filter(pk=offer.pk).update(min_activation_factor=Decimal("0.50"))
+        FlexOfferOption.objects.filter(flex_offer=offer).update(min_activation_factor=Decimal("0.50"))
         offer.refresh_from_db()
         assert_refused("activation_factor_out_of_bounds", services.flex_offer_accept, flex_offer=offer,
                        dso=world.gridco, activation_factor=Decimal("0.40"))
@@ -336,8 +400,42 @@ class TestFlexOfferAcceptAndOrders:
     def test_revocation_by_its_maker_only_and_not_once_ordered(self, world, offer):
         assert_refused("not_owner", services.flex_offer_revoke, flex_offer=offer, aggregator=world.chargeco)
         services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
-        with pytest.raises(TransitionError):
+        offer.refresh_from_db()
+        with pytest.raises(TransitionError) as caught:
             services.flex_offer_revoke(flex_offer=offer, aggregator=world.voltflex)
+        assert (caught.value.code, caught.value.status_code) == ("flexibility_procured", 409)
+        offer.refresh_from_db()
+        assert offer.status == FlexOffer.Status.ACCEPTED
+
+    def test_an_offer_with_several_options_is_ordered_by_option_reference(self, world, tomorrow):
+        world.cp_north.mutex_offers_supported = True
+        world.cp_north.save()
+        request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow, reduction_w=20_000)
+        make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
+        isps = evening_isps(tomorrow)
+        offer = services.flex_offer_submit(
+            aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, flex_request=request,
+            expires_at=request.expires_at,
+            options=[option(power_w=-15_000, price="12.50", isps=isps, reference="A"),
+                     option(power_w=-20_000, price="18.00", isps=isps, reference="B")])
+        assert_refused("option_required", services.flex_offer_accept, flex_offer=offer, dso=world.gridco)
+        assert_refused("unknown_option", services.flex_offer_accept, flex_offer=offer, dso=world.gridco,
+                       option_reference="C")
+        order = services.flex_offer_accept(flex_offer=offer, dso=world.gridco, option_reference="B")
+        assert order.option.option_reference == "B"
+        assert order.price_eur == Decimal("18.00")
+        assert {row.power_w for row in order.isps.all()} == {-20_000}
+        request.refresh_from_db()
+        assert request.status == FlexRequest.Status.ORDERED  # option B covers the 20 kW asked for
+
+    @pytest.mark.xfail(strict=True, reason="BUG: flex_offer_revoke picks flexibility_procured from the caller's "
+                       "(possibly stale) copy; when the row claim loses to an order it answers invalid_state")
+    def test_a_revocation_crossing_an_order_is_told_flexibility_procured(self, world, offer):
+        seen_by_aggregator = FlexOffer.objects.get(pk=offer.pk)  # loaded before the DSO's order lands
+        services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
+        with pytest.raises(TransitionError) as caught:
+            services.flex_offer_revoke(flex_offer=seen_by_aggregator, aggregator=world.voltflex)
+        assert (caught.value.code, caught.value.status_code) == ("flexibility_procured", 409)
 
     def test_revoke_and_reject(self, world, offer):
         services.flex_offer_revoke(flex_offer=offer, aggregator=world.voltflex)
@@ -345,8 +443,8 @@ class TestFlexOfferAcceptAndOrders:
         assert offer.status == FlexOffer.Status.REVOKED
         with pytest.raises(TransitionError):
             services.flex_offer_reject(flex_offer=offer, dso=world.gridco)
-        with pytest.raises(TransitionError):
-            services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
+        assert_refused("reference_revoked", services.flex_offer_accept, flex_offer=offer, dso=world.gridco)
+        assert FlexOrder.objects.count() == 0
 
     def test_a_dso_rejects_an_offer_on_its_point(self, world, offer):
         assert_refused("foreign_congestion_point", services.flex_offer_reject, flex_offer=offer, dso=world.otherdso)
@@ -357,7 +455,7 @@ class TestFlexOfferAcceptAndOrders:
     def test_offer_expiry(self, world, offer):
         with pytest.raises(TransitionError):
             services.flex_offer_expire(flex_offer=offer)
-        with patch("market.services.now", return_value=offer.expires_at):
+        with patch("common.time.now", return_value=offer.expires_at):
             assert services.market_expire_due()["flex_offers"] == 1
         offer.refresh_from_db()
         assert offer.status == FlexOffer.Status.EXPIRED

@@ -20,7 +20,7 @@ from market.services import IspPower
 from settlement.models import OrderSettlement, SettlementLine, Statement
 from settlement.services import MeterReadingRow, meter_readings_import, settle_day, statement_issue
 from settlement.tasks import settle_previous_day_task
-from tests.builders import evening_isps, make_request
+from tests.builders import evening_isps, make_request, option
 from tests.conftest import World
 
 pytestmark = pytest.mark.django_db
@@ -61,8 +61,7 @@ def place_order(
         aggregator=world.voltflex,
         congestion_point=world.cp_north,
         period=day,
-        isps=[IspPower(isp=i, power_w=power_w) for i in isps],
-        price_eur=Decimal(price),
+        options=[option(power_w=power_w, price=price, isps=isps)],
         expires_at=expires_at,
         flex_request=flex_request,
         d_prognosis=prognosis,
@@ -296,8 +295,7 @@ def test_two_orders_on_the_same_isps_share_the_delivered_flex_instead_of_both_be
             aggregator=world.voltflex,
             congestion_point=world.cp_north,
             period=tomorrow,
-            isps=[IspPower(isp=i, power_w=-12_000) for i in isps],
-            price_eur=Decimal("24.00"),
+            options=[option(power_w=-12_000, price="24.00", isps=isps)],
             expires_at=flex_request.expires_at,
             flex_request=flex_request,
             d_prognosis=prognosis,
