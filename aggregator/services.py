@@ -31,9 +31,9 @@ from aggregator.adapters.ocpi import OcpiChargingProfiles, set_charging_profile_
 from aggregator.models import ChargingProfileCommand, ChargingSession, SessionSchedule
 from aggregator.optimiser import dispatch_optimise, offer_optimise, profile_limits_w
 from common import isp as isp_time
+from common import time as clock
 from common.audit import audit_record
 from common.exceptions import AdapterError, ApplicationError, TransitionError
-from common.time import now
 from market import services as market_services
 from market.models import FlexOrder, FlexRequest, Participant
 from market.services import IspPower
@@ -82,7 +82,7 @@ def flex_offer_propose(*, aggregator: Participant, flex_request: FlexRequest) ->
     gate = timedelta(minutes=flex_request.congestion_point.market.gate_closure_minutes)
     offer_isps = [
         row for row in portfolio.slots_to_isps(snapshot, result.reduction_kw, sign=-1)
-        if isp_time.isp_start(flex_request.period, row.isp) - gate > now()  # past gate closure: not offerable
+        if isp_time.isp_start(flex_request.period, row.isp) - gate > clock.now()  # past gate closure: not offerable
     ]
     shift_kwh = sum(-row.power_w for row in offer_isps) / 1000 * isp_time.ISP_HOURS
     first_isp_start = isp_time.isp_start(flex_request.period, min((r.isp for r in offer_isps), default=1))
@@ -147,7 +147,7 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
 
     session_ids = [session.pk for session in snapshot.sessions]
     superseded = Command.objects.filter(session_id__in=session_ids, status=Command.Status.PENDING).update(
-        status=Command.Status.SUPERSEDED, updated_at=now()
+        status=Command.Status.SUPERSEDED, updated_at=clock.now()
     )
     SessionSchedule.objects.filter(session_id__in=session_ids, is_current=True).update(is_current=False)
     commands: list[Command] = []
@@ -218,7 +218,7 @@ def charging_profile_command_send(*, command_id: uuid.UUID | str, adapter: Charg
     MAX_SEND_ATTEMPTS; permanent ones end in FAILED.
     """
     claimed = Command.objects.filter(pk=command_id, status=Command.Status.PENDING).update(
-        status=Command.Status.SENDING, sent_at=now(), updated_at=now()
+        status=Command.Status.SENDING, sent_at=clock.now(), updated_at=clock.now()
     )
     command = Command.objects.select_related("cpo", "session").get(pk=command_id)
     if claimed != 1:
@@ -234,14 +234,14 @@ def charging_profile_command_send(*, command_id: uuid.UUID | str, adapter: Charg
         final = exc.permanent or command.attempts >= MAX_SEND_ATTEMPTS
         next_status = Command.Status.FAILED if final else Command.Status.PENDING
         Command.objects.filter(pk=command_id, status=Command.Status.SENDING).update(
-            status=next_status, last_error=exc.message[:2000], updated_at=now()
+            status=next_status, last_error=exc.message[:2000], updated_at=clock.now()
         )
         logger.warning("profile command %s: %s (%s)", command_id, exc.message, next_status)
         command.refresh_from_db()
         return command
     # The async result may already have arrived (fast CPOs post it before answering the PUT).
     Command.objects.filter(pk=command_id, status=Command.Status.SENDING).update(
-        status=answer.result, response_timeout_s=answer.timeout_s, last_error="", updated_at=now()
+        status=answer.result, response_timeout_s=answer.timeout_s, last_error="", updated_at=clock.now()
     )
     command.refresh_from_db()
     return command
@@ -270,7 +270,7 @@ def charging_profile_result_record(*, command: Command, result: str, body: dict[
     if locked.status not in (Command.Status.SENDING, Command.Status.ACCEPTED):
         raise TransitionError(f"Command is {locked.status}; no result expected.")
     locked.status = target
-    locked.result_at = now()
+    locked.result_at = clock.now()
     locked.result_body = body
     locked.save(update_fields=["status", "result_at", "result_body", "updated_at"])
     return locked
@@ -287,7 +287,7 @@ def charging_session_complete(
     claimed = ChargingSession.objects.filter(
         pk=session.pk, status__in=[ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE]
     ).update(status=ChargingSession.Status.COMPLETED, ended_at=ended_at,
-             energy_delivered_kwh=energy_delivered_kwh, updated_at=now())
+             energy_delivered_kwh=energy_delivered_kwh, updated_at=clock.now())
     session.refresh_from_db()
     if claimed != 1:
         raise TransitionError(f"Session {session.cpo_session_id} is {session.status}; it cannot complete again.")

@@ -19,7 +19,10 @@ def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, 
     """Walk DRF's nested error detail to the first leaf: (field path, message, code)."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            path = key if not prefix else f"{prefix}.{key}"
+            if isinstance(key, int):  # DRF keys nested list errors by index: write them like the services do
+                path = f"{prefix}[{key}]"
+            else:
+                path = key if not prefix else f"{prefix}.{key}"
             if key == "non_field_errors":
                 path = prefix
             return _first_field_error(value, path)

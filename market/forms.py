@@ -17,8 +17,8 @@ from typing import Any
 from django import forms
 
 from common import isp as isp_time
+from common import time as clock
 from common.exceptions import ApplicationError
-from common.time import now
 from market.models import FlexRequest, FlexRequestIsp
 from market.services import IspBand
 
@@ -43,7 +43,7 @@ def _w_to_kw(power_w: int) -> Decimal:
 
 def default_market_day() -> date:
     """Tomorrow's market day (Europe/Amsterdam)."""
-    return isp_time.market_day_of(now()) + timedelta(days=1)
+    return isp_time.market_day_of(clock.now()) + timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ class FlexRequestCreateForm(forms.Form):
         if given is not None:
             return given
         window_start = window.start
-        return min(window_start, max(window_start - DEFAULT_EXPIRY_LEAD, now() + MINIMUM_EXPIRY_LEAD))
+        return min(window_start, max(window_start - DEFAULT_EXPIRY_LEAD, clock.now() + MINIMUM_EXPIRY_LEAD))
 
     def _valid_window(self) -> RequestWindow:
         if self.window is None:

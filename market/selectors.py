@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from common.time import now
+from common import time as clock
 from market.models import (
     AggregatorConnection,
     CongestionPoint,
@@ -88,7 +88,7 @@ def flex_request_for_aggregator(*, aggregator: Participant, pk: object) -> FlexR
 def flex_requests_open_for_aggregator(*, aggregator: Participant, at: datetime | None = None) -> QuerySet[FlexRequest]:
     """Open, unexpired requests the aggregator can answer."""
     return flex_requests_visible_to_aggregator(aggregator=aggregator).filter(
-        status__in=OPEN_REQUEST_STATUSES, expires_at__gt=at or now()
+        status__in=OPEN_REQUEST_STATUSES, expires_at__gt=at or clock.now()
     )
 
 

@@ -27,9 +27,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from common import isp as isp_time
+from common import time as clock
 from common.audit import audit_trail
 from common.exceptions import ApplicationError
-from common.time import now
 from market import selectors, services
 from market.forms import FlexRequestCreateForm, FlexRequestReviseForm, OfferAcceptForm, RecommendationOrderForm
 from market.models import (
@@ -531,7 +531,7 @@ def flex_request_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
         key=lambda v: (not v.open, v.cheapest_eur_per_kwh if v.open and v.cheapest_eur_per_kwh is not None
                        else Decimal(0), -v.offer.created_at.timestamp()),
     )
-    at = now()
+    at = clock.now()
     recommendation = None
     if flex_request.status in selectors.OPEN_REQUEST_STATUSES and any(
         view.open and view.offer.expires_at > at for view in offer_views

@@ -9,9 +9,9 @@ from celery import shared_task
 def post_profile_result_task(self, profile_id: int) -> str:  # type: ignore[no-untyped-def]
     """POST the charger's ChargingProfileResult to the aggregator's response_url."""
     from aggregator.adapters.ocpi import token_header
+    from common import time as clock
     from common.exceptions import AdapterError
     from common.http import http_request
-    from common.time import now
     from sandbox.models import SandboxChargingProfile
 
     profile = SandboxChargingProfile.objects.select_related("client").get(pk=profile_id)
@@ -25,5 +25,5 @@ def post_profile_result_task(self, profile_id: int) -> str:  # type: ignore[no-u
         if exc.permanent:
             raise
         raise self.retry(exc=exc, countdown=2 ** self.request.retries) from exc
-    SandboxChargingProfile.objects.filter(pk=profile_id).update(async_result=result, result_posted_at=now())
+    SandboxChargingProfile.objects.filter(pk=profile_id).update(async_result=result, result_posted_at=clock.now())
     return result

@@ -21,8 +21,8 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from common import isp as isp_time
+from common import time as clock
 from common.exceptions import ApplicationError
-from common.time import now
 from market import selectors as market_selectors
 from market import services as market_services
 from market.models import Connection, FlexOrder, Participant
@@ -205,7 +205,7 @@ def statement_issue(
     )
     statement = Statement.objects.create(
         dso=dso, aggregator=aggregator, period_start=period_start, period_end=period_end,
-        version=(previous.version + 1) if previous else 1, total_eur=Decimal(0), issued_at=now(),
+        version=(previous.version + 1) if previous else 1, total_eur=Decimal(0), issued_at=clock.now(),
     )
     waiting: dict[str, str] = {}
     settled: list[OrderSettlement] = []
@@ -221,7 +221,7 @@ def statement_issue(
     statement.total_eur = sum((item.total_eur for item in settled), Decimal(0))
     statement.save(update_fields=["total_eur", "updated_at"])
     if previous is not None:
-        Statement.objects.filter(pk=previous.pk).update(status=Statement.Status.SUPERSEDED, updated_at=now())
+        Statement.objects.filter(pk=previous.pk).update(status=Statement.Status.SUPERSEDED, updated_at=clock.now())
     for item in settled:
         if item.flex_order.status != FlexOrder.Status.SETTLED:
             market_services.flex_order_mark_settled(flex_order=item.flex_order)

@@ -19,10 +19,10 @@ from django.conf import settings
 
 from aggregator.adapters.base import ChargingProfileAdapter, ProfileSendResult
 from aggregator.models import ChargePointOperator
+from common import time as clock
 from common.exceptions import AdapterError
 from common.http import http_request
 from common.isp import ISP
-from common.time import now
 
 OCPI_VERSION = "2.2.1"
 PROFILE_RESPONSE_RESULTS = {"ACCEPTED", "NOT_SUPPORTED", "REJECTED", "TOO_OFTEN", "UNKNOWN_SESSION"}
@@ -73,7 +73,7 @@ def token_candidates(header_value: str | None) -> list[str]:
 
 def envelope(*, data: Any = None, status_code: int = 1000, status_message: str | None = None) -> dict[str, Any]:
     """OCPI response envelope; `data` is omitted when None (e.g. replies to result POSTs)."""
-    body: dict[str, Any] = {"status_code": status_code, "timestamp": ocpi_datetime(now())}
+    body: dict[str, Any] = {"status_code": status_code, "timestamp": ocpi_datetime(clock.now())}
     if data is not None:
         body["data"] = data
     if status_message:

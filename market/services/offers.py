@@ -262,6 +262,8 @@ def flex_offer_revoke(
     if flex_offer.aggregator_id != aggregator.pk:
         raise ApplicationError("Only the aggregator that made an offer can revoke it.", code="not_owner",
                                field="flex_offer")
+    # Decide on the offer's status now, not on the caller's copy: an order may have crossed this revocation.
+    flex_offer.status = FlexOffer.objects.select_for_update().values_list("status", flat=True).get(pk=flex_offer.pk)
     first_isp = min((row.isp for option in flex_offer.options.all() for row in option.isps.all()), default=1)
     if isp_time.isp_start(flex_offer.period, first_isp) <= now():
         raise ApplicationError("An ISP of the offer has started: it can no longer be revoked.",

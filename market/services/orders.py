@@ -95,6 +95,8 @@ def flex_offer_accept(
             code="activation_factor_out_of_bounds",
             field="activation_factor",
         )
+    # Decide on the offer's status now, not on the caller's copy: a revocation may have crossed this order.
+    flex_offer.status = FlexOffer.objects.select_for_update().values_list("status", flat=True).get(pk=flex_offer.pk)
     if flex_offer.status == FlexOffer.Status.REVOKED:
         raise ApplicationError("The offer was revoked.", code="reference_revoked", field="flex_offer")
     at = now()

@@ -262,7 +262,7 @@ class TestFlexOfferPropose:
         request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
         gate = timedelta(minutes=world.cp_north.market.gate_closure_minutes)
         fifth = evening_isps(tomorrow)[4]
-        with patch("aggregator.services.now", return_value=isp_time.isp_start(tomorrow, fifth) - gate):
+        with patch("common.time.now", return_value=isp_time.isp_start(tomorrow, fifth) - gate):
             proposal = flex_offer_propose(aggregator=world.voltflex, flex_request=request)
         assert not proposal.is_empty
         assert min(row.isp for row in proposal.offer_isps) > fifth

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from common import isp as isp_time
@@ -100,8 +102,6 @@ def test_errors_name_a_code_and_the_field(world, request_north):
     assert FlexOffer.objects.count() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: common.api._first_field_error renders DRF's index-keyed nested list "
-                   "errors as options.0.price_eur, while service errors say options[0].isps[1].isp")
 def test_input_errors_inside_options_name_the_field_like_service_errors(world, request_north):
     client = api_client_for(world.voltflex_user)
     payload = offer_payload(request_north)
@@ -251,3 +251,31 @@ class TestTenantWalls:
         assert client.get("/api/v1/market/flex-offers/", {"congestion_point": world.cp_south.ean}).json()[
             "results"] == []
         assert len(client.get("/api/v1/market/flex-offers/", {"period": tomorrow.isoformat()}).json()["results"]) == 1
+
+
+def test_lists_are_cursor_paginated_and_filter_by_day_range_and_change_time(world, tomorrow):
+    day_after = tomorrow + timedelta(days=1)
+    first = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
+    cut = timezone.now()
+    second = make_request(dso=world.gridco, point=world.cp_north, day=day_after)
+    client = api_client_for(world.gridco_user)
+
+    def ids(params):
+        response = client.get("/api/v1/market/flex-requests/", params)
+        assert response.status_code == 200, response.json()
+        return [item["id"] for item in response.json()["results"]]
+
+    assert ids({"period_after": day_after.isoformat()}) == [str(second.pk)]
+    assert ids({"period_before": tomorrow.isoformat()}) == [str(first.pk)]
+    assert ids({"updated_since": cut.isoformat()}) == [str(second.pk)]
+    naive = client.get("/api/v1/market/flex-requests/", {"updated_since": cut.replace(tzinfo=None).isoformat()})
+    assert naive.status_code == 400
+    assert (naive.json()["error"]["code"], naive.json()["error"]["field"]) == ("naive", "updated_since")
+
+    page = client.get("/api/v1/market/flex-requests/", {"ordering": "updated_at", "page_size": 1}).json()
+    assert [item["id"] for item in page["results"]] == [str(first.pk)]
+    assert page["previous"] is None
+    following = client.get(page["next"]).json()
+    assert [item["id"] for item in following["results"]] == [str(second.pk)]
+    assert following["next"] is None
+    assert ids({"ordering": "-updated_at", "page_size": 1}) == [str(second.pk)]

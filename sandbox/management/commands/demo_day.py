@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common import isp as isp_time
-from common.time import now
+from common import time as clock
 from market.models import Participant
 from sandbox.demo import run_market_day
 from sandbox.scenario import ADMIN_LOGIN, AGGREGATOR_LOGINS, DSO_LOGIN, demo_scenario_load
@@ -38,8 +38,8 @@ class Command(BaseCommand):
             call_command("flush", interactive=False, verbosity=0)
         if Participant.objects.exists():
             raise CommandError("The database is not empty: run with --reset (make demo does) or on a fresh database.")
-        period = options["date"] or isp_time.market_day_of(now()) + timedelta(days=1)
-        if isp_time.day_start(period) <= now():
+        period = options["date"] or isp_time.market_day_of(clock.now()) + timedelta(days=1)
+        if isp_time.day_start(period) <= clock.now():
             raise CommandError("The market day must lie in the future (trading is day-ahead).")
 
         started = time.monotonic()
