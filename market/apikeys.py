@@ -78,7 +78,7 @@ LAST_USED_RESOLUTION_S = 60  # write last_used_at at most once a minute per key:
 
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """The live key matching `raw_key`, or None. Constant-time comparison of the hashes."""
-    parts = raw_key.split("_")
+    parts = raw_key.split("_", 2)  # the secret is url-safe base64 and may itself contain '_'
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         return None
     api_key = ApiKey.objects.select_related("participant").filter(prefix=parts[1], revoked_at__isnull=True).first()

@@ -20,28 +20,33 @@ Formulation (`CheapestCoverMilp`), powers in kW inside the model (W / 1000) so c
 Only options that reduce something in a needed ISP get variables, so an option whose reductions all fall on ISPs
 without need is never recommended (even at price 0: buying it could not help).
 
+Solver: HiGHS through highspy, the model passed as numpy CSC arrays in one call. PuLP (the issue's suggestion)
+builds the same full model in 0.04 s, but its HiGHS interface builds a fresh Highs per solve and takes no warm
+start, both of which the core scheme below relies on; the full model solved through PuLP took 2.6-4.7 s.
+
 Stage 1 is usually settled without a solve: every offer at its "best" option at activation 1 gives an upper bound
 on the shortfall, `sum_t max(0, need_t - sum_k max_{o in k} r_{o,t})` a lower bound; when they meet (always when no
 offer has more than one option) S* is proven. Otherwise HiGHS solves the stage-1 MILP.
 
 Stage 2 solves a *core* of the options exactly instead of all of them, which is what makes 1,000 offers fast
-(measured: the full MILP spends seconds in root cuts over ~1,800 binaries of which HiGHS itself later finds ~87 %
-useless). From the LP relaxation's coverage duals u_t >= 0 we get the Lagrangian bound
+(measured: the full MILP spends 2.6-8.5 s in root cuts and sub-MIPs over ~1,800 binaries, most of which HiGHS
+itself later finds useless). From the LP relaxation's coverage duals u_t >= 0 we get the Lagrangian bound
 
     L = sum_t u_t need_t - max_t(u_t) * B + sum_k min(0, min_{o in k} d_o),   d_o = price_o - sum_t u_t r_{o,t}
 
-and, for each option, a lower bound `L + forced_o` on the cost of *any* solution that buys it (forced_o >= 0 is
-the extra cost of making o the offer's choice at activation >= maf_o). The core is the options with small forced_o
-(plus those of a known feasible cover); its MILP's dual bound combined with `L + min forced` over the excluded
-options is a valid bound for the full problem. If that combined gap is above the target, the core grows to every
-option with `L + forced_o <= incumbent` (which can hold the optimum; the rest cannot beat the incumbent) and is
-solved once more, warm-started. The reported `mip_gap` is this combined gap, i.e. HiGHS's gap for the solver's
-(continuous-activation) problem.
+(B: the shortfall budget) and, per option, `L + forced_o`: a lower bound on the cost of *any* solution that buys
+o (forced_o >= 0 is the extra cost of making o its offer's choice at activation >= maf_o). The first core holds the
+options with forced_o <= 0.25 % of L plus those of a known feasible cover, and is solved warm-started. Its dual
+bound combined with `L + min forced_o` over the excluded options bounds the full problem. If that combined gap is
+above the target, the core grows to every option with `L + forced_o <= incumbent` (the others cannot be part of a
+cheaper solution) and is solved once more, warm-started, after which the core's own gap holds for the full problem.
+The reported `mip_gap` is this combined gap: HiGHS's gap for the solver's problem (continuous activations).
 
 Rounding: activation factors go to 2 decimals *after* solving, each rounded UP to the next 0.01 (capped at 1), so
-coverage can only grow and a factor never drops below maf (maf has 2 decimals). Cost is recomputed with the rounded
-factor: a recommendation can cost up to 0.01 * price per partially activated option more than the solver's optimum,
-and `mip_gap` does not include that rounding.
+coverage only grows and a factor never drops below maf (maf has 2 decimals). Costs are recomputed with the rounded
+factors, so a recommendation can cost up to 0.01 * price per partially activated option more than the solver's
+optimum, which `mip_gap` does not include. A last pass takes back 0.01 steps, priciest options first, wherever
+every needed ISP keeps the solver's coverage; on the benchmark this halves that rounding cost (to ~0.1 %).
 """
 
 from __future__ import annotations
@@ -61,14 +66,17 @@ CENT = Decimal("0.01")
 MAF_MIN = Decimal("0.01")
 MAF_MAX = Decimal("1.00")
 
-# Stage-2 shortfall budget above S*, in kW: 0.01 W. The brief allows 1 W, but the cost stage would spend such a
-# slack (under-activating by up to 1 W) and the round-up to 0.01 does not always win it back, leaving a visible
-# 1 W "short" ISP; 0.01 W rounds away while staying 100x above HiGHS's 1e-7 primal feasibility tolerance.
+# Stage-2 shortfall budget above S*, in kW: 0.01 W. A 1 W slack would be allowed, but the cost stage is free to
+# spend it (activating up to 1 W less), and where the round-up to 0.01 lands exactly on the grid it does not win it
+# back, leaving a 1 W "short" ISP in the result. 0.01 W vanishes in the W rounding and is still 100x HiGHS's 1e-7
+# primal feasibility tolerance.
 SHORTFALL_TOLERANCE_KW = 1e-5
 # Stage 1 stops once the shortfall is proven to within 0.5 W (the model is in kW).
 COVER_ABS_GAP_KW = 5e-4
-# First core: options whose forced extra cost is within 2 % of the Lagrangian bound. On the benchmark the
-# integrality gap is 1.0-1.5 %, so one core solve usually certifies the target gap.
+# First core: options whose forced extra cost is within 0.25 % of the Lagrangian bound. Swept on the benchmark
+# (0.25/0.5/1/2 %): with 1,000 offers the integrality gap is 1-1.5 %, so a small first core only supplies a good
+# incumbent for the exact second core; at 5,000 offers the gap is < 0.1 % and a 2 % core (1,250 options) took 5 s
+# where the 0.25 % one (210 options) certified the target alone in 0.5 s.
 CORE_FIRST_FRACTION = 0.0025
 CORE_FIRST_MIN_EUR = 0.01
 # A factor a is rounded as ceil(a * 100 - 1e-5) / 100: solver noise of 1e-7 above a grid point must not cost an
@@ -151,17 +159,19 @@ class _Instance:
     maf: FloatArray  # (n,)
     group: IntArray  # (n,) offer number 0..n_groups-1
     n_groups: int
-    entry_option: IntArray  # (nnz,) reduction entries on needed ISPs, r > 0
+    entry_option: IntArray  # (nnz,) reduction entries on needed ISPs, r > 0, grouped by option (ascending)
     entry_isp: IntArray  # (nnz,) row 0..T-1
     entry_kw: FloatArray  # (nnz,)
+    entry_start: IntArray  # (n + 1,) option i's entries are entry_start[i]:entry_start[i + 1]
 
     @property
     def n(self) -> int:
         return len(self.options)
 
     def coverage_kw(self, activation: FloatArray) -> FloatArray:
-        return np.bincount(self.entry_isp, weights=activation[self.entry_option] * self.entry_kw,
-                           minlength=len(self.isps))
+        weighted = np.bincount(self.entry_isp, weights=activation[self.entry_option] * self.entry_kw,
+                               minlength=len(self.isps))
+        return weighted.astype(np.float64, copy=False)  # weighted bincount is float64 already; this tells mypy
 
     def shortfall_kw(self, activation: FloatArray) -> FloatArray:
         return np.maximum(self.need_kw - self.coverage_kw(activation), 0.0)
@@ -213,6 +223,7 @@ def _instance(problem: ClearingProblem) -> _Instance:
         entry_option=entry_array[:, 0].astype(np.int64),
         entry_isp=entry_array[:, 1].astype(np.int64),
         entry_kw=entry_array[:, 2].copy(),
+        entry_start=np.searchsorted(entry_array[:, 0], np.arange(len(options) + 1)).astype(np.int64),
     )
 
 
@@ -242,7 +253,7 @@ def _prune(inst: _Instance, activation: FloatArray, budget_kw: float) -> FloatAr
     per_kw = inst.price[chosen] / np.maximum(useful[chosen], 1e-12)
     coverage = inst.coverage_kw(activation)
     for index in chosen[np.argsort(-per_kw, kind="stable")]:
-        entries = inst.entry_option == index
+        entries = slice(inst.entry_start[index], inst.entry_start[index + 1])
         trial = coverage.copy()
         np.subtract.at(trial, inst.entry_isp[entries], activation[index] * inst.entry_kw[entries])
         if np.maximum(inst.need_kw - trial, 0.0).sum() <= budget_kw and inst.price[index] >= 0:
@@ -399,7 +410,7 @@ def _run(model: _Model, inst: _Instance, *, options: Mapping[str, float | bool])
     info = highs.getInfo()
     statuses = highspy.HighsModelStatus
     if status == statuses.kInfeasible:
-        return _Run(status="infeasible", activation=None, objective=math.inf, bound=math.inf)
+        return _Run(status="infeasible", activation=None, objective=math.inf, bound=-math.inf)
     if status not in (statuses.kOptimal, statuses.kTimeLimit, statuses.kInterrupt, statuses.kIterationLimit,
                       statuses.kSolutionLimit):
         raise RuntimeError(f"HiGHS could not solve the clearing model: {highs.modelStatusToString(status)}")
@@ -430,10 +441,11 @@ def _relative_gap(upper: float, lower: float) -> float:
 class CheapestCoverMilp(ClearingAlgorithm):
     """Lexicographic MILP in HiGHS: maximise covered flex, then minimise cost (see the module docstring)."""
 
-    # HiGHS options for the cost stage. Measured on the benchmark cores (5 seeds, 1,000 offers): restarts re-run the
-    # root cut loop after every round of reduced-cost fixing, and sub-MIP heuristics took 60 % of the time; with
-    # both off the total fell from 20 s to 5 s. A feasible warm start is always passed, so HiGHS never needs its
-    # heuristics just to find a solution.
+    # HiGHS options for the cost stage. Measured on the benchmark cores (5 seeds, 1,000 offers, ~280 options each):
+    # restarts re-run the root cut loop after every round of reduced-cost fixing, and sub-MIP heuristics took 60 %
+    # of the time; with both off the 5 solves took 5.3 s instead of 20.0 s (HiGHS times vary up to 2x run to run).
+    # A feasible warm start is always passed, so HiGHS never needs its heuristics just to find a solution. Buying
+    # nothing is always feasible (shortfall variables), so this algorithm never reports "infeasible".
     COST_STAGE_OPTIONS: Mapping[str, float | bool] = {"mip_allow_restart": False, "mip_heuristic_effort": 0.0}
 
     def __init__(self, *, mip_rel_gap: float = 0.001, time_limit_s: float = 30.0) -> None:
@@ -552,11 +564,12 @@ def _round_factors(inst: _Instance, activation: FloatArray) -> dict[int, int]:
     for index in chosen:
         floor = round(inst.maf[index] * 100)  # maf is on the 0.01 grid (validated)
         hundredths[index] = min(max(math.ceil(activation[index] * 100 - ROUND_NOISE), floor), 100)
-    reductions: dict[int, list[tuple[int, int]]] = {index: [] for index in chosen}
-    for index, row, kw in zip(inst.entry_option.tolist(), inst.entry_isp.tolist(), inst.entry_kw.tolist(),
-                              strict=True):
-        if index in reductions:
-            reductions[index].append((row, round(kw * 1000)))
+    reductions: dict[int, list[tuple[int, int]]] = {}
+    for index in chosen:
+        entries = slice(inst.entry_start[index], inst.entry_start[index + 1])
+        reductions[index] = [(row, round(kw * 1000))
+                             for row, kw in zip(inst.entry_isp[entries].tolist(), inst.entry_kw[entries].tolist(),
+                                                strict=True)]
     # The solver's coverage, floored to 0.01 W (what that gives up vanishes when covered_w is rounded to W).
     target = [min(round(need * 100_000), math.floor(covered * 100_000))
               for need, covered in zip(inst.need_kw.tolist(), inst.coverage_kw(activation).tolist(), strict=True)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
@@ -55,6 +57,9 @@ class StatementOutputSerializer(serializers.Serializer):
 
 class StatementFilter(django_filters.FilterSet):
     status = django_filters.CharFilter()
+    period = django_filters.DateFilter(method="filter_period", help_text="Statements covering this market day.")
+    congestion_point = django_filters.CharFilter(
+        method="filter_congestion_point", help_text="Statements settling an order on this point (EAN-18).")
     period_after = django_filters.DateFilter(field_name="period_end", lookup_expr="gte",
                                              help_text="Statements ending on or after this day.")
     period_before = django_filters.DateFilter(field_name="period_start", lookup_expr="lte",
@@ -64,6 +69,12 @@ class StatementFilter(django_filters.FilterSet):
     class Meta:
         model = Statement
         fields: list[str] = []
+
+    def filter_period(self, queryset: QuerySet[Statement], name: str, value: Any) -> QuerySet[Statement]:
+        return queryset.filter(period_start__lte=value, period_end__gte=value)
+
+    def filter_congestion_point(self, queryset: QuerySet[Statement], name: str, value: str) -> QuerySet[Statement]:
+        return queryset.filter(order_settlements__flex_order__congestion_point__ean=value).distinct()
 
 
 def _statements(view: ScopedView) -> QuerySet[Statement]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from django.db.models import QuerySet
@@ -62,6 +65,27 @@ def expand_bands(rows: list[dict[str, Any]]) -> list[IspBand]:
                     max_power_w=row["max_power_w"]) for row in rows for offset in range(row.get("duration", 1))]
 
 
+def run_origins(rows: list[dict[str, Any]]) -> list[int]:
+    """For each expanded ISP row, the position of the input row (run) it came from."""
+    return [position for position, row in enumerate(rows) for _ in range(row.get("duration", 1))]
+
+
+_ISP_FIELD = re.compile(r"^(?P<list>(?:options\[\d+\]\.)?isps)\[(?P<index>\d+)\](?P<rest>.*)$")
+
+
+@contextmanager
+def input_positions(origins: dict[str, list[int]]) -> Iterator[None]:
+    """Services name fields by the expanded one-row-per-ISP list; the client wrote runs. Rewrite the field of
+    a refusal (e.g. isps[4].isp -> isps[1].isp) so it points at the row the client sent."""
+    try:
+        yield
+    except ApplicationError as error:
+        match = _ISP_FIELD.match(error.field or "")
+        if match and match["list"] in origins and int(match["index"]) < len(origins[match["list"]]):
+            error.field = f"{match['list']}[{origins[match['list']][int(match['index'])]}]{match['rest']}"
+        raise
+
+
 def message_kwargs(data: dict[str, Any]) -> dict[str, Any]:
     return {"message_id": data.get("message_id"), "isp_duration": data.get("isp_duration"),
             "time_zone": data.get("time_zone")}
@@ -101,9 +125,24 @@ class IspBandOutputSerializer(serializers.Serializer):
 class AuditEventOutputSerializer(serializers.Serializer):
     occurred_at = serializers.DateTimeField()
     action = serializers.CharField()
-    who = serializers.CharField()
+    who = serializers.SerializerMethodField(help_text="A person or key of your organisation by name; anyone else "
+                                            "by their organisation's domain.")
     before = serializers.JSONField(allow_null=True)
     after = serializers.JSONField(allow_null=True)
+
+    def get_who(self, event: AuditEvent) -> str:
+        """Names stay inside their organisation: the other side of a trade sees the organisation, not the person."""
+        viewer: Participant = self.context["participant"]
+        if event.actor_id:
+            participant = event.actor.participant if event.actor else None
+            if participant is not None and participant.pk == viewer.pk:
+                return str(event.actor)
+            return participant.domain if participant is not None else "platform operator"
+        label = event.actor_label or "system"
+        if label.startswith("api-key:"):
+            domain = label.split(":")[1]
+            return label if domain == viewer.domain else domain
+        return label
 
 
 # --- base views ---------------------------------------------------------------------------------------
@@ -141,7 +180,10 @@ class ObjectEventsView(ScopedView, generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
         obj = generics.get_object_or_404(self.visible_objects(), pk=self.kwargs["pk"])
-        return audit_trail(obj).order_by("occurred_at", "id")
+        return audit_trail(obj).select_related("actor__participant").order_by("occurred_at", "id")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "participant": self.participant}
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         return super().list(request, *args, **kwargs)

@@ -22,7 +22,9 @@ from market.apis._shared import (
     ScopedListView,
     ScopedView,
     expand_powers,
+    input_positions,
     message_kwargs,
+    run_origins,
 )
 from market.filters import ReservationUpdateFilter
 from market.models import FlexContract, FlexReservationUpdate, Participant
@@ -111,8 +113,9 @@ class ReservationUpdateCreateApi(ScopedView):
         if contract is None:
             raise ApplicationError("Unknown contract reference.", code="unknown_contract", field="contract")
         actor, _ = request_actor(request)
-        update = services.flex_reservation_update_submit(
-            dso=self.participant, contract=contract, period=data["period"], isps=expand_powers(data["isps"]),
-            reference=data["reference"], actor=actor, **message_kwargs(data),
-        )
+        with input_positions({"isps": run_origins(data["isps"])}):
+            update = services.flex_reservation_update_submit(
+                dso=self.participant, contract=contract, period=data["period"], isps=expand_powers(data["isps"]),
+                reference=data["reference"], actor=actor, **message_kwargs(data),
+            )
         return Response(ReservationUpdateOutputSerializer(update).data, status=status.HTTP_201_CREATED)

@@ -28,7 +28,9 @@ from market.apis._shared import (
     ScopedView,
     congestion_point_by_ean,
     expand_powers,
+    input_positions,
     message_kwargs,
+    run_origins,
     visible_or_unknown,
 )
 from market.filters import FlexOfferFilter
@@ -155,12 +157,15 @@ class FlexOfferCreateApi(AggregatorWrite):
             for index, row in enumerate(data["options"])
         ]
         actor, label = request_actor(request)
-        offer = services.flex_offer_submit(
-            aggregator=aggregator, congestion_point=point,
-            period=data.get("period") or flex_request.period,  # type: ignore[union-attr]
-            options=options, expires_at=data["expires_at"], flex_request=flex_request, d_prognosis=d_prognosis,
-            contract=contract, currency=data["currency"], actor=actor, actor_label=label, **message_kwargs(data),
-        )
+        origins = {f"options[{i}].isps": run_origins(row["isps"]) for i, row in enumerate(data["options"])}
+        with input_positions(origins):
+            offer = services.flex_offer_submit(
+                aggregator=aggregator, congestion_point=point,
+                period=data.get("period") or flex_request.period,  # type: ignore[union-attr]
+                options=options, expires_at=data["expires_at"], flex_request=flex_request, d_prognosis=d_prognosis,
+                contract=contract, currency=data["currency"], actor=actor, actor_label=label,
+                **message_kwargs(data),
+            )
         return Response(FlexOfferOutputSerializer(offer).data, status=status.HTTP_201_CREATED)
 
 

@@ -25,7 +25,9 @@ from market.apis._shared import (
     ScopedListView,
     congestion_point_by_ean,
     expand_powers,
+    input_positions,
     message_kwargs,
+    run_origins,
 )
 from market.apis.offers import DsoOrderWrite
 from market.filters import FlexOrderFilter
@@ -150,12 +152,13 @@ class FlexOrderDirectCreateApi(DsoOrderWrite):
         if contract is None or contract.aggregator.domain != data["aggregator"]:
             raise ApplicationError("Unknown contract reference.", code="unknown_contract", field="contract")
         actor, label = request_actor(request)
-        order = services.flex_order_direct_create(
-            dso=self.participant, aggregator=contract.aggregator, congestion_point=point, period=data["period"],
-            isps=expand_powers(data["isps"]), price_eur=data["price_eur"], contract=contract,
-            service_type=data["service_type"], currency=data["currency"], actor=actor, actor_label=label,
-            **message_kwargs(data),
-        )
+        with input_positions({"isps": run_origins(data["isps"])}):
+            order = services.flex_order_direct_create(
+                dso=self.participant, aggregator=contract.aggregator, congestion_point=point,
+                period=data["period"], isps=expand_powers(data["isps"]), price_eur=data["price_eur"],
+                contract=contract, service_type=data["service_type"], currency=data["currency"], actor=actor,
+                actor_label=label, **message_kwargs(data),
+            )
         return Response(FlexOrderOutputSerializer(order).data, status=status.HTTP_201_CREATED)
 
 

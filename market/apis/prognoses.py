@@ -24,7 +24,9 @@ from market.apis._shared import (
     ScopedView,
     congestion_point_by_ean,
     expand_powers,
+    input_positions,
     message_kwargs,
+    run_origins,
 )
 from market.filters import DPrognosisFilter
 from market.models import DPrognosis
@@ -75,11 +77,12 @@ class DPrognosisCreateApi(AggregatorOnly):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         actor, label = request_actor(request)
-        prognosis = services.d_prognosis_submit(
-            aggregator=self.participant, congestion_point=congestion_point_by_ean(data["congestion_point"]),
-            period=data["period"], isps=expand_powers(data["isps"]), revision=data.get("revision"),
-            actor=actor, actor_label=label, **message_kwargs(data),
-        )
+        with input_positions({"isps": run_origins(data["isps"])}):
+            prognosis = services.d_prognosis_submit(
+                aggregator=self.participant, congestion_point=congestion_point_by_ean(data["congestion_point"]),
+                period=data["period"], isps=expand_powers(data["isps"]), revision=data.get("revision"),
+                actor=actor, actor_label=label, **message_kwargs(data),
+            )
         return Response(DPrognosisOutputSerializer(prognosis).data, status=status.HTTP_201_CREATED)
 
 

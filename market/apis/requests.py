@@ -28,7 +28,9 @@ from market.apis._shared import (
     ScopedView,
     congestion_point_by_ean,
     expand_bands,
+    input_positions,
     message_kwargs,
+    run_origins,
 )
 from market.filters import FlexRequestFilter
 from market.models import CongestionPoint, FlexRequest, Participant
@@ -93,7 +95,9 @@ class FlexRequestListApi(ScopedListView):
 
     def get_queryset(self) -> QuerySet[FlexRequest]:
         participant = self.participant
-        if participant.role == Participant.Role.AGR and not self.request.query_params.get("status"):
+        params = self.request.query_params
+        # Open requests by default; a status filter or polling with updated_since shows every change.
+        if participant.role == Participant.Role.AGR and not (params.get("status") or params.get("updated_since")):
             return selectors.flex_requests_open_for_aggregator(aggregator=participant)
         return visible_requests(participant)
 
@@ -152,11 +156,12 @@ class FlexRequestCreateApi(DsoWriteView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         actor, label = request_actor(request)
-        flex_request = services.flex_request_create(
-            dso=self.participant, congestion_point=congestion_point_by_ean(data["congestion_point"]),
-            period=data["period"], isps=expand_bands(data["isps"]), expires_at=data["expires_at"],
-            service_type=data["service_type"], actor=actor, actor_label=label, **message_kwargs(data),
-        )
+        with input_positions({"isps": run_origins(data["isps"])}):
+            flex_request = services.flex_request_create(
+                dso=self.participant, congestion_point=congestion_point_by_ean(data["congestion_point"]),
+                period=data["period"], isps=expand_bands(data["isps"]), expires_at=data["expires_at"],
+                service_type=data["service_type"], actor=actor, actor_label=label, **message_kwargs(data),
+            )
         return Response(FlexRequestOutputSerializer(flex_request).data, status=status.HTTP_201_CREATED)
 
 
@@ -172,11 +177,12 @@ class FlexRequestReviseApi(DsoWriteView):
         data = serializer.validated_data
         original = get_object_or_404(selectors.flex_requests_for_dso(dso=self.participant), pk=pk)
         actor, label = request_actor(request)
-        revision = services.flex_request_revise(
-            flex_request=original, dso=self.participant, isps=expand_bands(data["isps"]),
-            expires_at=data["expires_at"], service_type=data.get("service_type"), actor=actor, actor_label=label,
-            message_id=data.get("message_id"),
-        )
+        with input_positions({"isps": run_origins(data["isps"])}):
+            revision = services.flex_request_revise(
+                flex_request=original, dso=self.participant, isps=expand_bands(data["isps"]),
+                expires_at=data["expires_at"], service_type=data.get("service_type"), actor=actor,
+                actor_label=label, message_id=data.get("message_id"),
+            )
         return Response(FlexRequestOutputSerializer(revision).data, status=status.HTTP_201_CREATED)
 
 

@@ -111,10 +111,20 @@ def validate_isp_indexes(*, period: date, indexes: Sequence[int], field: str = "
         seen.add(index)
 
 
-def validate_future_isps(*, period: date, indexes: Iterable[int], at: datetime, field: str = "isps") -> None:
+def positioned(indexes: Iterable[int], keep: Iterable[bool] | None = None) -> list[tuple[int, int]]:
+    """(position in the message, ISP) pairs, optionally only where `keep` is true: error fields name the row
+    the sender wrote, not its place in a filtered list."""
+    pairs = list(enumerate(indexes))
+    if keep is None:
+        return pairs
+    return [pair for pair, wanted in zip(pairs, keep, strict=True) if wanted]
+
+
+def validate_future_isps(*, period: date, rows: Iterable[tuple[int, int]], at: datetime, field: str = "isps") -> None:
+    """No ISP that has started; `rows` are (position, ISP) pairs (see positioned())."""
     if isp_time.day_end(period) <= at:
         raise ApplicationError(f"The period {period.isoformat()} is over.", code="period_in_past", field="period")
-    for position, index in enumerate(indexes):
+    for position, index in rows:
         if isp_time.isp_start(period, index) <= at:
             raise ApplicationError(
                 f"ISP {index} of {period.isoformat()} has already started.",
@@ -124,11 +134,11 @@ def validate_future_isps(*, period: date, indexes: Iterable[int], at: datetime, 
 
 
 def validate_gate_closure(
-    *, point: CongestionPoint, period: date, indexes: Iterable[int], at: datetime, field: str = "isps"
+    *, point: CongestionPoint, period: date, rows: Iterable[tuple[int, int]], at: datetime, field: str = "isps"
 ) -> None:
     """No new offers (or requested ISPs) for an ISP later than the market's gate closure before it starts."""
     lead = timedelta(minutes=point.market.gate_closure_minutes)
-    for position, index in enumerate(indexes):
+    for position, index in rows:
         if isp_time.isp_start(period, index) - lead <= at:
             raise ApplicationError(
                 f"Gate closure: ISP {index} closed {point.market.gate_closure_minutes} minutes before it starts.",
@@ -137,13 +147,15 @@ def validate_gate_closure(
             )
 
 
-def validate_powers(*, market: Market, rows: Sequence[IspPower], field: str = "isps") -> None:
+def validate_powers(*, market: Market, rows: Sequence[IspPower], field: str = "isps",
+                    attribute: str = "power_w") -> None:
+    """Refuse implausible magnitudes ('Power value rejection'); `attribute` names the field in the error."""
     for position, row in enumerate(rows):
         if abs(row.power_w) > market.max_power_w:
             raise ApplicationError(
                 f"ISP {row.isp}: {row.power_w} W is beyond the plausible {market.max_power_w} W.",
                 code="power_value_rejection",
-                field=f"{field}[{position}].power_w",
+                field=f"{field}[{position}].{attribute}",
             )
 
 

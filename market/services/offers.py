@@ -37,6 +37,7 @@ from market.services._base import (
     clean_fields_only,
     content_hash,
     now,
+    positioned,
     remember_related,
     require_role,
     transition,
@@ -82,9 +83,9 @@ def _validate_options(
             raise ApplicationError("An option must change the power in at least one ISP.", code="empty_offer",
                                    field=f"{prefix}.isps")
         validate_powers(market=point.market, rows=option.isps, field=f"{prefix}.isps")
-        changed = [row.isp for row in option.isps if row.power_w != 0]
-        validate_future_isps(period=period, indexes=indexes, at=at, field=f"{prefix}.isps")
-        validate_gate_closure(point=point, period=period, indexes=changed, at=at, field=f"{prefix}.isps")
+        changed = positioned(indexes, keep=(row.power_w != 0 for row in option.isps))
+        validate_future_isps(period=period, rows=positioned(indexes), at=at, field=f"{prefix}.isps")
+        validate_gate_closure(point=point, period=period, rows=changed, at=at, field=f"{prefix}.isps")
         validate_price(option.price_eur, field=f"{prefix}.price_eur")
         validate_activation_factor(option.min_activation_factor, field=f"{prefix}.min_activation_factor")
         if flex_request is not None:
@@ -142,9 +143,12 @@ def _resolve_baseline(
     fresh = DPrognosis.objects.get(pk=d_prognosis.pk)  # its status now, not a caller's stale copy
     if fresh.aggregator_id != aggregator.pk:
         raise ApplicationError("Unknown D-prognosis reference.", code="unknown_reference", field="d_prognosis")
-    if fresh.congestion_point_id != congestion_point.pk or fresh.period != period:
-        raise ApplicationError("The D-prognosis is for another congestion point or day.",
-                               code="reference_period_mismatch", field="d_prognosis")
+    if fresh.congestion_point_id != congestion_point.pk:
+        raise ApplicationError("The D-prognosis is for another congestion point.",
+                               code="reference_congestion_point_mismatch", field="d_prognosis")
+    if fresh.period != period:
+        raise ApplicationError("The D-prognosis is for another day.", code="reference_period_mismatch",
+                               field="d_prognosis")
     if fresh.status != DPrognosis.Status.ACCEPTED:
         raise ApplicationError("The referenced D-prognosis is superseded or rejected.", code="no_baseline",
                                field="d_prognosis")

@@ -36,6 +36,7 @@ from market.services._base import (
     already_submitted,
     content_hash,
     now,
+    positioned,
     require_role,
     transition,
     validate_future_isps,
@@ -184,7 +185,7 @@ def flex_order_direct_create(
         raise ApplicationError("The contract does not allow orders without an offer.", code="no_agreement",
                                field="contract")
     validate_isp_indexes(period=period, indexes=[row.isp for row in isps])
-    validate_future_isps(period=period, indexes=[row.isp for row in isps], at=now())
+    validate_future_isps(period=period, rows=positioned(row.isp for row in isps), at=now())
     validate_powers(market=congestion_point.market, rows=isps)
     signs = {row.power_w > 0 for row in isps if row.power_w != 0}
     if not signs:

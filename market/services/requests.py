@@ -25,6 +25,7 @@ from market.services._base import (
     already_submitted,
     content_hash,
     now,
+    positioned,
     require_role,
     transition,
     validate_expiry,
@@ -65,11 +66,12 @@ def validate_request_bands(
                 field=f"{field}.max_power_w",
             )
     for bound in ("min_power_w", "max_power_w"):
-        validate_powers(market=point.market, rows=[IspPower(b.isp, getattr(b, bound)) for b in isps])
-    requested_indexes = [b.isp for b in requested]
-    validate_future_isps(period=period, indexes=requested_indexes, at=at)
-    validate_gate_closure(point=point, period=period, indexes=requested_indexes, at=at)
-    validate_expiry(expires_at=expires_at, period=period, last_isp=max(requested_indexes), at=at)
+        validate_powers(market=point.market, rows=[IspPower(b.isp, getattr(b, bound)) for b in isps], attribute=bound)
+    requested_rows = positioned((b.isp for b in isps),
+                                keep=(b.disposition == FlexRequestIsp.Disposition.REQUESTED for b in isps))
+    validate_future_isps(period=period, rows=requested_rows, at=at)
+    validate_gate_closure(point=point, period=period, rows=requested_rows, at=at)
+    validate_expiry(expires_at=expires_at, period=period, last_isp=max(isp for _, isp in requested_rows), at=at)
 
 
 def _request_digest(*, point: CongestionPoint, period: date, isps: Sequence[IspBand], expires_at: datetime,
@@ -162,6 +164,16 @@ def flex_request_revise(
     """
     if flex_request.dso_id != dso.pk:
         raise ApplicationError("Unknown flex request reference.", code="unknown_reference", field="flex_request")
+    # A resent revision (same message id and content) is 'Already Submitted': answer with the first result,
+    # even though the original is superseded by now.
+    resent = already_submitted(
+        FlexRequest, message_id=message_id, sender={"dso": dso},
+        digest=_request_digest(point=flex_request.congestion_point, period=flex_request.period, isps=isps,
+                               expires_at=expires_at,
+                               service_type=flex_request.service_type if service_type is None else service_type),
+    )
+    if resent is not None:
+        return resent
     locked = FlexRequest.objects.select_for_update().get(pk=flex_request.pk)
     if locked.status not in REVISABLE:
         raise TransitionError(f"A {locked.status} request cannot be revised.", extra={"current_status": locked.status})

@@ -219,7 +219,7 @@ def test_isp_93_does_not_exist_on_the_spring_dst_day(world, gridco):
 
 
 def test_overlapping_isp_runs_are_an_isp_conflict(world, gridco, day):
-    # 69-72 and 71-72 overlap; the exact field of a run is covered by the xfail below.
+    # 69-72 and 71-72 overlap; the exact field of a run is covered by test_an_error_inside_an_isp_run_...
     before = snapshot()
     response = gridco.post(f"{API}/flex-requests/create/",
                            request_body(world, day, isps=[band(69, duration=4), band(71, duration=2)]), format="json")
@@ -237,9 +237,6 @@ def test_overlapping_runs_in_a_prognosis_are_an_isp_conflict(world, voltflex, da
     assert snapshot() == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: market.apis._shared.expand_powers/expand_bands expand UFTP runs before "
-                   "validation, so error.field indexes the expanded ISP list (isps[4].isp, isps[96].isp) instead of "
-                   "the input row the client sent (isps[1].isp, isps[0].isp)")
 @pytest.mark.parametrize("case", ["request-overlap", "prognosis-run-past-the-day"])
 def test_an_error_inside_an_isp_run_names_the_input_row(world, gridco, voltflex, day, case):
     if case == "request-overlap":
@@ -304,8 +301,6 @@ def test_an_implausible_requested_power_is_refused(world, gridco, day):
     assert snapshot() == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: flex_request_create validates band bounds with validate_powers(), whose "
-                   "field is isps[n].power_w, a field a FlexRequest ISP does not have (min_power_w/max_power_w)")
 def test_an_implausible_requested_power_names_the_bound_at_fault(world, gridco, day):
     assert_refused(gridco, f"{API}/flex-requests/create/",
                    request_body(world, day, isps=[band(69, min_w=-10**9, max_w=-20_000)]),
@@ -319,9 +314,6 @@ def test_requested_isps_that_have_started_are_refused(world, gridco, day):
         assert_refused(gridco, f"{API}/flex-requests/create/", body, code="isp_in_past", field="isps[0].isp")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validate_request_bands checks isp_in_past/gate_closed on the list of "
-                   "Requested ISPs only, so error.field counts Requested rows (isps[0]) and misses preceding "
-                   "Available rows; same in _validate_options for gate_closed over the changed ISPs")
 @pytest.mark.parametrize("case", ["request-isp-in-past", "offer-gate-closed"])
 def test_time_errors_name_the_row_as_sent(world, gridco, voltflex, day, baseline, case):
     at = isp_time.isp_start(day, 40) + timedelta(minutes=1)
@@ -525,7 +517,7 @@ def test_an_offer_after_gate_closure_is_refused(world, voltflex, open_request, b
 def test_the_gate_closes_exactly_gate_closure_minutes_before_the_isp(world, voltflex, day, baseline):
     world.cp_north.market.gate_closure_minutes = 120
     world.cp_north.market.save()
-    body = unsolicited_body(world.cp_north.ean, day, isps=[69], expires_at=isp_time.isp_start(day, 60))
+    body = unsolicited_body(world.cp_north.ean, day, isps=[69], expires_at=isp_time.isp_start(day, 69))
     closing = isp_time.isp_start(day, 69) - timedelta(minutes=120)
     with patch("common.time.now", return_value=closing):
         assert_refused(voltflex, f"{API}/flex-offers/create/", body, code="gate_closed", field="options[0].isps[0].isp")
@@ -582,8 +574,6 @@ def test_an_offer_on_another_point_than_its_request_is_refused(world, chargeco, 
                    field="flex_request")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: market.services.offers._resolve_baseline answers a D-prognosis for "
-                   "another congestion point with reference_period_mismatch; the point mismatch has its own code")
 def test_an_offer_on_a_prognosis_of_another_point_names_the_point_mismatch(world, chargeco, open_request):
     make_prognosis(aggregator=world.chargeco, point=world.cp_north, day=open_request.period)
     south = make_prognosis(aggregator=world.chargeco, point=world.cp_south, day=open_request.period)
@@ -883,6 +873,15 @@ def test_a_resent_message_id_returns_the_first_result_and_other_content_is_refus
 
     assert_refused(client, f"{API}/{path}", {**changed, "message_id": message_id}, code="duplicate_message_id",
                    field="message_id", status=409)
+
+
+def test_a_resent_revision_returns_the_first_revision(world, gridco, open_request):
+    body = {"message_id": str(uuid.uuid4()), "isps": [band(69, duration=2)],
+            "expires_at": local_iso(open_request.expires_at)}
+    first = created(gridco, f"{API}/flex-requests/{open_request.pk}/revise/", body)
+    again = created(gridco, f"{API}/flex-requests/{open_request.pk}/revise/", body)
+    assert again["id"] == first["id"]
+    assert FlexRequest.objects.filter(conversation_id=open_request.conversation_id).count() == 2
 
 
 def test_another_senders_message_id_is_a_duplicate_that_reveals_nothing(world, voltflex, chargeco, day):
