@@ -10,7 +10,16 @@ from django_filters.fields import IsoDateTimeField
 
 from common.api import has_utc_offset
 from common.models import AuditEvent
-from market.models import DPrognosis, FlexOffer, FlexOrder, FlexRequest, FlexReservationUpdate
+from market.models import (
+    ApiKey,
+    CongestionPoint,
+    DPrognosis,
+    FlexContract,
+    FlexOffer,
+    FlexOrder,
+    FlexRequest,
+    FlexReservationUpdate,
+)
 
 
 class AwareIsoDateTimeField(IsoDateTimeField):
@@ -74,6 +83,37 @@ class ReservationUpdateFilter(MessageFilter):
 
     class Meta:
         model = FlexReservationUpdate
+        fields: list[str] = []
+
+
+class CongestionPointFilter(django_filters.FilterSet):
+    ean = django_filters.CharFilter()
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    updated_since = AwareIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+
+    class Meta:
+        model = CongestionPoint
+        fields: list[str] = []
+
+
+class FlexContractFilter(django_filters.FilterSet):
+    contract_id = django_filters.CharFilter()
+    congestion_point = django_filters.CharFilter(field_name="congestion_point__ean")
+    is_active = django_filters.BooleanFilter()
+    updated_since = AwareIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+
+    class Meta:
+        model = FlexContract
+        fields: list[str] = []
+
+
+class ApiKeyFilter(django_filters.FilterSet):
+    revoked = django_filters.BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True,
+                                           help_text="true: only revoked keys; false: only live ones.")
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = ApiKey
         fields: list[str] = []
 
 

@@ -26,7 +26,7 @@ from market.apis._shared import (
     message_kwargs,
     run_origins,
 )
-from market.filters import ReservationUpdateFilter
+from market.filters import FlexContractFilter, ReservationUpdateFilter
 from market.models import FlexContract, FlexReservationUpdate, Participant
 from market.permissions import HasScope, IsDso, request_actor
 
@@ -66,8 +66,9 @@ def _party(participant: Participant) -> Q:
 
 @extend_schema(tags=["contracts"], summary="My bilateral contracts")
 class FlexContractListApi(ScopedListView):
+    queryset = FlexContract.objects.none()  # the model, for the schema; get_queryset scopes the rows
     serializer_class = FlexContractOutputSerializer
-    filter_backends: ClassVar[list[Any]] = []
+    filterset_class = FlexContractFilter
 
     def get_queryset(self) -> QuerySet[FlexContract]:
         return FlexContract.objects.filter(_party(self.participant)).select_related(

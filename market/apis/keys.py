@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from common.idempotency import idempotent
 from market.apikeys import api_key_create, api_key_revoke
 from market.apis._shared import ERROR_RESPONSES, IDEMPOTENCY_PARAMETER, ScopedListView, ScopedView
+from market.filters import ApiKeyFilter
 from market.models import ApiKey, User
 from market.permissions import IsMarketParticipant
 
@@ -58,8 +59,9 @@ class KeyAdmin(ScopedView):
 
 @extend_schema(tags=["account"], summary="My organisation's API keys")
 class ApiKeyListApi(KeyAdmin, ScopedListView):
+    queryset = ApiKey.objects.none()  # the model, for the schema; get_queryset scopes the rows
     serializer_class = ApiKeyOutputSerializer
-    filter_backends: ClassVar[list[Any]] = []
+    filterset_class = ApiKeyFilter
 
     def get_queryset(self) -> QuerySet[ApiKey]:
         return ApiKey.objects.filter(participant=self.participant)

@@ -32,7 +32,7 @@ from market.apis._shared import (
     message_kwargs,
     run_origins,
 )
-from market.filters import FlexRequestFilter
+from market.filters import CongestionPointFilter, FlexRequestFilter
 from market.models import CongestionPoint, FlexRequest, Participant
 from market.permissions import HasScope, IsDso, request_actor
 
@@ -72,8 +72,9 @@ def visible_requests(participant: Participant) -> QuerySet[FlexRequest]:
 @extend_schema(tags=["market"], summary="My congestion points",
                description="DSO: the points it owns. Aggregator: where it represents connections today or later.")
 class CongestionPointListApi(ScopedListView):
+    queryset = CongestionPoint.objects.none()  # the model, for the schema; get_queryset scopes the rows
     serializer_class = CongestionPointOutputSerializer
-    filter_backends: ClassVar[list[Any]] = []
+    filterset_class = CongestionPointFilter
 
     def get_queryset(self) -> QuerySet[CongestionPoint]:
         participant = self.participant
