@@ -59,3 +59,4 @@ class KeepAliveConnection:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None

@@ -1,6 +1,6 @@
 """Offer submissions through the real bidding API: gunicorn + PostgreSQL, N concurrent clients, fixed duration.
 
-    .venv/bin/python -m bench.api_offers [--clients 16 --seconds 60 --workers 4 --aggregators 8]
+    .venv/bin/python -m bench.api_offers [--clients 8 --seconds 60 --workers 3 --threads 1 --aggregators 8]
 
 Creates a fresh PostgreSQL database (DATABASE_URL's server, database `flexmarket_bench`), migrates it, seeds one
 DSO with an open flex request and `--aggregators` aggregators (each with a D-prognosis and an API token), starts
@@ -33,6 +33,7 @@ from bench._http import KeepAliveConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "flexmarket_bench"
+REQUESTS_PER_CONNECTION = 50
 
 
 def database_urls() -> tuple[str, str]:
@@ -107,7 +108,13 @@ def run(cmd: list[str], env: dict[str, str]) -> str:
 async def client_loop(connection: KeepAliveConnection, token: str, body: bytes, deadline: float,
                       latencies: list[float], statuses: dict[int, int]) -> None:
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    sent = 0
     while time.perf_counter() < deadline:
+        sent += 1
+        if sent % REQUESTS_PER_CONNECTION == 0:
+            # A fresh connection now and then: a kept-alive one stays pinned to the worker that accepted it, and
+            # with few workers one of them can end up with no connection at all.
+            connection.close()
         started = time.perf_counter()
         try:
             code, _ = await connection.request("POST", "/api/v1/market/flex-offers/create/", headers=headers, body=body)
@@ -150,10 +157,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument("--aggregators", type=int, default=8)
     args = parser.parse_args()
 
