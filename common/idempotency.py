@@ -48,7 +48,8 @@ def _owner(request: Request) -> str:
 
 def _request_hash(request: Request) -> str:
     body = request.body if hasattr(request, "body") else b""
-    return hashlib.sha256(b"|".join([request.method.encode(), request.path.encode(), body])).hexdigest()
+    method = (request.method or "POST").encode()
+    return hashlib.sha256(b"|".join([method, request.path.encode(), body])).hexdigest()
 
 
 def idempotent(handler: Handler) -> Handler:
@@ -65,7 +66,7 @@ def idempotent(handler: Handler) -> Handler:
         owner, digest = _owner(request), _request_hash(request)
         try:
             with transaction.atomic():
-                record = IdempotencyRecord.objects.create(owner=owner, key=key, method=request.method,
+                record = IdempotencyRecord.objects.create(owner=owner, key=key, method=request.method or "POST",
                                                           path=request.path, request_hash=digest)
                 response = handler(view, request, *args, **kwargs)
                 if response.status_code >= 500:

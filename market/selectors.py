@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -66,7 +67,7 @@ def flex_requests_visible_to_aggregator(*, aggregator: Participant) -> QuerySet[
     )
 
 
-def flex_request_for_aggregator(*, aggregator: Participant, pk: object) -> FlexRequest | None:
+def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str) -> FlexRequest | None:
     """One request if the aggregator may see it (it represents connections behind the point that day), else None.
 
     Same rule as flex_requests_visible_to_aggregator, as two plain indexed lookups: this runs on every offer

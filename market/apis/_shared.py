@@ -151,7 +151,7 @@ class AuditEventOutputSerializer(serializers.Serializer):
 class ScopedView(generics.GenericAPIView):
     """Caller must be an active DSO or aggregator holding `required_scope`."""
 
-    permission_classes: ClassVar[list[Any]] = [IsMarketParticipant, HasScope]
+    permission_classes = [IsMarketParticipant, HasScope]
     required_scope = "market:read"
 
     @property
@@ -172,7 +172,7 @@ class ObjectEventsView(ScopedView, generics.ListAPIView):
     """The audit trail of one object the caller can see (who, what, when, before, after)."""
 
     serializer_class = AuditEventOutputSerializer
-    filter_backends: ClassVar[list[Any]] = []
+    filter_backends = []  # type: ignore[assignment]
     pagination_class = None
 
     def visible_objects(self) -> QuerySet[Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from django.db.models import Q, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -101,7 +99,7 @@ class ReservationUpdateInputSerializer(MessageInputSerializer):
                responses={201: ReservationUpdateOutputSerializer, 409: ERROR_RESPONSES[400], **ERROR_RESPONSES},
                parameters=[IDEMPOTENCY_PARAMETER])
 class ReservationUpdateCreateApi(ScopedView):
-    permission_classes: ClassVar[list[Any]] = [IsDso, HasScope]
+    permission_classes = [IsDso, HasScope]
     required_scope = "contracts:write"
 
     @idempotent

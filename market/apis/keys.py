@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
@@ -53,7 +53,7 @@ class ApiKeyInputSerializer(serializers.Serializer):
 
 
 class KeyAdmin(ScopedView):
-    permission_classes: ClassVar[list[Any]] = [IsMarketParticipant, IsPerson]
+    permission_classes = [IsMarketParticipant, IsPerson]
     required_scope = None  # type: ignore[assignment]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -87,7 +87,7 @@ class FlexOfferInputSerializer(MessageInputSerializer):
     contract = serializers.CharField(required=False, allow_blank=False, help_text="ContractID, if under a contract.")
     currency = serializers.CharField(required=False, default="EUR")
     expires_at = AwareDateTimeField()
-    options = OfferOptionInputSerializer(many=True, min_length=1,
+    options = OfferOptionInputSerializer(many=True, min_length=1,  # type: ignore[call-arg]
                                          help_text="One option, or several mutually exclusive ones where the point "
                                                    "supports it.")
 
@@ -108,7 +108,7 @@ def visible_offers(participant: Participant) -> QuerySet[FlexOffer]:
 
 
 class AggregatorWrite(ScopedView):
-    permission_classes: ClassVar[list[Any]] = [IsAggregator, HasScope]
+    permission_classes = [IsAggregator, HasScope]
     required_scope = "offers:write"
 
 
@@ -207,7 +207,7 @@ class FlexOfferRevokeApi(AggregatorWrite):
 
 
 class DsoOrderWrite(ScopedView):
-    permission_classes: ClassVar[list[Any]] = [IsDso, HasScope]
+    permission_classes = [IsDso, HasScope]
     required_scope = "orders:write"
 
 

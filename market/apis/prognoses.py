@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -57,7 +55,7 @@ class DPrognosisInputSerializer(MessageInputSerializer):
 
 
 class AggregatorOnly(ScopedView):
-    permission_classes: ClassVar[list[Any]] = [IsAggregator, HasScope]
+    permission_classes = [IsAggregator, HasScope]
 
 
 @extend_schema(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -138,7 +136,7 @@ class FlexRequestReviseInputSerializer(MessageInputSerializer):
 
 
 class DsoWriteView(ScopedView):
-    permission_classes: ClassVar[list[Any]] = [IsDso, HasScope]
+    permission_classes = [IsDso, HasScope]
     required_scope = "requests:write"
 
 

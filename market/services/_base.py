@@ -195,7 +195,7 @@ def already_submitted(model: type[M], *, message_id: Any, sender: dict[str, Any]
     (return the first result); with other content, or from another sender, it is a 'Duplicate Identifier'."""
     if message_id is None:
         return None
-    existing = model.objects.filter(message_id=message_id).first()
+    existing = model._default_manager.filter(message_id=message_id).first()
     if existing is None:
         return None
     if all(getattr(existing, f"{key}_id") == value.pk for key, value in sender.items()) and (
@@ -242,7 +242,8 @@ def remember_related(instance: models.Model, name: str, objects: list[Any]) -> N
     queryset = getattr(instance, name).all()
     queryset._result_cache = objects
     queryset._prefetch_done = True
-    instance._prefetched_objects_cache = {**getattr(instance, "_prefetched_objects_cache", {}), name: queryset}
+    cache = {**getattr(instance, "_prefetched_objects_cache", {}), name: queryset}
+    instance._prefetched_objects_cache = cache  # type: ignore[attr-defined]
 
 
 # full_clean() without the per-foreign-key existence queries: the services pass model instances they have
