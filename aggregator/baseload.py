@@ -15,7 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
-from common.isp import ISP_HOURS, MARKET_TZ
+from common.isp import MARKET_TZ
 
 # Relative load per local hour 00..23 (hour start), interpolated linearly between hour midpoints.
 _HOURLY_WEIGHTS = np.array(
@@ -51,6 +51,3 @@ def household_profile_kw(*, annual_kwh: float, slot_starts: Sequence[datetime]) 
     """Vector of household_kw over many slots (kW per slot)."""
     return np.array([household_kw(annual_kwh=annual_kwh, slot_start=start) for start in slot_starts])
 
-
-def daily_energy_kwh(*, annual_kwh: float, slot_starts: Sequence[datetime]) -> float:
-    return float(household_profile_kw(annual_kwh=annual_kwh, slot_starts=slot_starts).sum() * ISP_HOURS)

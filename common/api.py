@@ -103,10 +103,6 @@ def has_utc_offset(text: str) -> bool:
     return tail.endswith(("Z", "z")) or "+" in tail or "-" in tail
 
 
-def error_response_serializer() -> type[serializers.Serializer]:
-    return ErrorSerializer
-
-
 class _ErrorBodySerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Machine-readable error code, e.g. isp_out_of_bounds.")
     message = serializers.CharField()

@@ -11,7 +11,6 @@ from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import generics, serializers
-from rest_framework.request import Request
 
 from common.api import ERROR_RESPONSES, AwareDateTimeField  # noqa: F401  (re-exported for the views)
 from common.audit import audit_trail
@@ -184,6 +183,3 @@ class ObjectEventsView(ScopedView, generics.ListAPIView):
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "participant": self.participant}
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
-        return super().list(request, *args, **kwargs)
