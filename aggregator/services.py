@@ -150,20 +150,23 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
         status=Command.Status.SUPERSEDED, updated_at=clock.now()
     )
     SessionSchedule.objects.filter(session_id__in=session_ids, is_current=True).update(is_current=False)
-    commands: list[Command] = []
-    for row, session in enumerate(snapshot.sessions):
-        plan_kw = result.schedule_kw[row]
-        schedule = SessionSchedule.objects.create(
+    schedules = SessionSchedule.objects.bulk_create(
+        SessionSchedule(
             session=session,
             flex_order=order,
             start=snapshot.horizon.start,
-            slot_power_w=[int(round(value * 1000)) for value in plan_kw],
-            planned_energy_kwh=Decimal(str(round(float(plan_kw.sum()) * isp_time.ISP_HOURS, 3))),
+            slot_power_w=[int(round(value * 1000)) for value in result.schedule_kw[row]],
+            planned_energy_kwh=Decimal(str(round(float(result.schedule_kw[row].sum()) * isp_time.ISP_HOURS, 3))),
             # Energy the driver asked for that the plan cannot give (mostly: stays too short even at full power).
             shortfall_kwh=Decimal(str(round(float(result.shortfall_kwh[row]), 3))),
         )
-        commands.append(_profile_command(session=session, schedule=schedule, order=order,
-                                         plan_kw=plan_kw, avail=snapshot.avail[row], snapshot=snapshot))
+        for row, session in enumerate(snapshot.sessions)
+    )
+    commands = [
+        _profile_command(session=session, schedule=schedule, order=order, plan_kw=result.schedule_kw[row],
+                         avail=snapshot.avail[row], snapshot=snapshot)
+        for row, (session, schedule) in enumerate(zip(snapshot.sessions, schedules, strict=True))
+    ]
     Command.objects.bulk_create(commands)
     market_services.flex_order_mark_dispatched(flex_order=order, actor_label=AGGREGATOR_ACTOR)
     audit_record(obj=order, action="flex_order.schedule_computed", actor_label=AGGREGATOR_ACTOR, after={

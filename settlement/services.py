@@ -77,10 +77,17 @@ def meter_readings_import(*, rows: Iterable[MeterReadingRow], batch_size: int = 
                                        field=f"rows[{position}].{name}")
         objects.append(MeterReading(connection_id=row.connection_ean, isp_start=row.isp_start,
                                     kwh_import=row.kwh_import, kwh_export=row.kwh_export, quality=row.quality))
+    # New = the batch's distinct (connection, ISP) keys not stored yet: asked of the batch's own keys, not by
+    # counting the whole table around the insert (which grows with every day of every connection).
+    keys = {(reading.connection_id, reading.isp_start) for reading in objects}
     with transaction.atomic():
-        before = MeterReading.objects.count() if objects else 0
+        existing = set(
+            MeterReading.objects.filter(
+                connection_id__in={key[0] for key in keys}, isp_start__in={key[1] for key in keys}
+            ).values_list("connection_id", "isp_start")
+        ) if keys else set()
         MeterReading.objects.bulk_create(objects, batch_size=batch_size, ignore_conflicts=True)
-        stored = (MeterReading.objects.count() - before) if objects else 0
+    stored = len(keys - existing)
     return ImportResult(received=len(materialised), stored=stored, duplicates=len(materialised) - stored)
 
 
