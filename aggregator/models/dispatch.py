@@ -1,0 +1,81 @@
+"""The dispatch outbox: commands sent to CPOs, written in the same transaction as the decision."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from aggregator.models.operators import ChargePointOperator
+from aggregator.models.portfolio import ChargingSession, SessionSchedule
+from common.models import BaseModel
+from market.models import FlexOrder
+
+
+class ChargingProfileCommand(BaseModel):
+    """An outbox row: one OCPI chargingprofiles call to a CPO, written with the decision that caused it.
+
+    Lifecycle (OCPI-BRIEF 6.5): PENDING -> SENDING -> (sync answer) ACCEPTED | REJECTED | NOT_SUPPORTED |
+    TOO_OFTEN | UNKNOWN_SESSION | FAILED, then for ACCEPTED the CPO's async result: RESULT_ACCEPTED |
+    RESULT_REJECTED | RESULT_UNKNOWN. The id is in the response_url, so results find their command.
+    """
+
+    class Kind(models.TextChoices):
+        SET = "SET", "Set charging profile"
+        GET = "GET", "Get active profile"
+        CLEAR = "CLEAR", "Clear profile"
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        SENDING = "SENDING", "Sending"
+        ACCEPTED = "ACCEPTED", "Accepted by CPO"
+        REJECTED = "REJECTED", "Rejected by CPO"
+        NOT_SUPPORTED = "NOT_SUPPORTED", "Not supported"
+        TOO_OFTEN = "TOO_OFTEN", "Too often"
+        UNKNOWN_SESSION = "UNKNOWN_SESSION", "Unknown session"
+        FAILED = "FAILED", "Failed"
+        SUPERSEDED = "SUPERSEDED", "Superseded"
+        RESULT_ACCEPTED = "RESULT_ACCEPTED", "Applied by charger"
+        RESULT_REJECTED = "RESULT_REJECTED", "Refused by charger"
+        RESULT_UNKNOWN = "RESULT_UNKNOWN", "Unknown at charger"
+
+    FINAL_STATUSES = frozenset(
+        {
+            Status.REJECTED,
+            Status.NOT_SUPPORTED,
+            Status.TOO_OFTEN,
+            Status.UNKNOWN_SESSION,
+            Status.FAILED,
+            Status.SUPERSEDED,
+            Status.RESULT_ACCEPTED,
+            Status.RESULT_REJECTED,
+            Status.RESULT_UNKNOWN,
+        }
+    )
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.SET)
+    cpo = models.ForeignKey(ChargePointOperator, on_delete=models.PROTECT, related_name="commands")
+    session = models.ForeignKey(ChargingSession, on_delete=models.PROTECT, related_name="commands")
+    schedule = models.ForeignKey(SessionSchedule, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    flex_order = models.ForeignKey(FlexOrder, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    request_body = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    response_timeout_s = models.PositiveIntegerField(null=True, blank=True)
+    result_at = models.DateTimeField(null=True, blank=True)
+    result_body = models.JSONField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "charging profile command"
+        indexes = [models.Index(fields=["flex_order", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.session.cpo_session_id} [{self.status}]"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES

@@ -1,0 +1,9 @@
+"""Settlement models, one module per concern (meter: meter data in; statements: settlement results).
+
+Django finds them all through this package; add a module for a new concern and import it here.
+"""
+
+from settlement.models.meter import MeterReading
+from settlement.models.statements import OrderSettlement, SettlementLine, Statement
+
+__all__ = ["MeterReading", "OrderSettlement", "SettlementLine", "Statement"]

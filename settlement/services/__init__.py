@@ -1,0 +1,24 @@
+"""Settlement writes, one module per concern: meter_data (readings in) and settle (orders settled into statements).
+
+Callers import from `settlement.services`; each module owns its concern.
+"""
+
+from settlement.services.meter_data import ImportResult, MeterReadingRow, meter_readings_import
+from settlement.services.settle import (
+    SETTLEMENT_LOOKBACK_DAYS,
+    StatementIssueResult,
+    settle_day,
+    settle_due,
+    statement_issue,
+)
+
+__all__ = [
+    "SETTLEMENT_LOOKBACK_DAYS",
+    "ImportResult",
+    "MeterReadingRow",
+    "StatementIssueResult",
+    "meter_readings_import",
+    "settle_day",
+    "settle_due",
+    "statement_issue",
+]
