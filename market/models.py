@@ -78,6 +78,16 @@ class Market(PublicIdModel):
     max_power_w = models.BigIntegerField(
         default=100_000_000, help_text="Largest plausible power per ISP; larger values are refused (Power value rejection)."
     )
+    # Settlement terms (UFTP-BRIEF 8-9: agreed outside UFTP). Blank method = the USEF D-prognosis baseline.
+    baseline_method = models.CharField(
+        max_length=200, blank=True,
+        help_text="Dotted path of the settlement baseline method (settlement.baselines.*); blank = D-prognosis.",
+    )
+    baseline_parameters = models.JSONField(default=dict, blank=True, help_text="Parameters for the baseline method.")
+    penalty_eur_per_kwh = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))],
+        help_text="USEF deficiency penalty per kWh sold but not delivered (0 = no penalty).",
+    )
 
     class Meta:
         ordering = ["code"]
@@ -327,6 +337,15 @@ class FlexContract(PublicIdModel):
     )
     allows_direct_orders = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
+    # Settlement terms of the contract; they override the market's when set.
+    baseline_method = models.CharField(
+        max_length=200, blank=True, help_text="Dotted path of the settlement baseline method; blank = the market's."
+    )
+    baseline_parameters = models.JSONField(default=dict, blank=True)
+    penalty_eur_per_kwh = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))],
+        help_text="Deficiency penalty per kWh; blank = the market's.",
+    )
 
     class Meta:
         ordering = ["contract_id"]
