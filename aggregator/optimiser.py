@@ -76,18 +76,33 @@ class SessionInput:
     departure: datetime
     energy_kwh: float  # energy the driver wants by departure (for a session already running: what is still missing)
     max_power_kw: float  # min of EVSE and car
+    # IEC 61851: below 6 A per phase a car does not charge, so every slot's power is 0 or at least this
+    # (6 A x phases x 230 V, e.g. 1.38 kW on one phase, 4.14 kW on three).
+    min_power_kw: float = 0.0
+    # V2G: the car may feed back down to -max_discharge_kw; the energy by departure still holds. 0 = charge only.
+    max_discharge_kw: float = 0.0
+    # Driver preference: at least kWh by the given instant, e.g. ((07:00 tomorrow, 20.0),).
+    min_energy_by: tuple[tuple[datetime, float], ...] = ()
+    # False: opted out of flexibility or boosted: charges exactly uncontrolled (full power from arrival).
+    flexible: bool = True
 
     def __post_init__(self) -> None:
         arrival = _as_utc(self.arrival, what="arrival")
         departure = _as_utc(self.departure, what="departure")
         if departure <= arrival:
             raise ValueError(f"session {self.key}: departure {departure} is not after arrival {arrival}")
-        if not (math.isfinite(self.energy_kwh) and self.energy_kwh >= 0):
-            raise ValueError(f"session {self.key}: energy_kwh must be a finite number >= 0, got {self.energy_kwh}")
-        if not (math.isfinite(self.max_power_kw) and self.max_power_kw >= 0):
-            raise ValueError(f"session {self.key}: max_power_kw must be a finite number >= 0, got {self.max_power_kw}")
+        for name in ("energy_kwh", "max_power_kw", "min_power_kw", "max_discharge_kw"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"session {self.key}: {name} must be a finite number >= 0, got {value}")
+        deadlines: list[tuple[datetime, float]] = []
+        for instant, kwh in self.min_energy_by:
+            if not (math.isfinite(kwh) and kwh >= 0):
+                raise ValueError(f"session {self.key}: min_energy_by kWh must be a finite number >= 0, got {kwh}")
+            deadlines.append((_as_utc(instant, what="min_energy_by instant"), float(kwh)))
         object.__setattr__(self, "arrival", arrival)
         object.__setattr__(self, "departure", departure)
+        object.__setattr__(self, "min_energy_by", tuple(sorted(deadlines)))
 
 
 @dataclass(frozen=True)
