@@ -17,6 +17,15 @@ from aggregator.models.oscp import (
     OscpOutboundMessage,
     OscpPeer,
 )
+from aggregator.models.oscp import (
+    CapacityAdjustment,
+    CapacityGroup,
+    ComplianceError,
+    GroupMeasurement,
+    OscpInboundMessage,
+    OscpOutboundMessage,
+    OscpPeer,
+)
 from aggregator.models.portfolio import ChargePoint, ChargingSession, SessionSchedule
 
 __all__ = [

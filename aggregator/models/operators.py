@@ -9,6 +9,14 @@ from common.models import PublicIdModel
 from market.models import Participant
 
 
+class DispatchMode(models.TextChoices):
+    """Per CPO, the channel(s) dispatch uses (issue 5): OCPI SetChargingProfile per session, OSCP group capacity."""
+
+    OCPI = "OCPI", "OCPI per-session charging profiles"
+    OSCP = "OSCP", "OSCP group capacity forecasts"
+    OCPI_OSCP = "OCPI_OSCP", "Both OCPI profiles and OSCP capacity"
+
+
 class ChargePointOperator(PublicIdModel):
     """A CPO one aggregator has a smart-charging contract with, reached over OCPI 2.2.1.
 
@@ -32,6 +40,12 @@ class ChargePointOperator(PublicIdModel):
     token_from_cpo = models.CharField(max_length=64, unique=True)
     auth_base64 = models.BooleanField(default=True, help_text="Send the token Base64-encoded (OCPI 2.2.x rule).")
     is_active = models.BooleanField(default=True)
+    dispatch_mode = models.CharField(
+        max_length=9,
+        choices=DispatchMode.choices,
+        default=DispatchMode.OCPI,
+        help_text="How orders reach this CPO: OCPI per-session profiles, OSCP group capacity forecasts, or both.",
+    )
 
     class Meta:
         ordering = ["name"]
