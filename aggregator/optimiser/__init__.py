@@ -7,8 +7,15 @@ and benchmarks can use it directly.
 Time is cut into 15-minute slots counted in elapsed UTC time from `Horizon.start`, so DST days simply have 92 or 100
 slots. Power is the average kW over a slot; energy in a slot is power x ISP_HOURS.
 
-Both LPs share one set of columns: p[s, t], the average charging power of session s in slot t, which exists only
-where the car is plugged in (possibly for part of the slot) and is bounded by max_power_kw x plugged-in fraction.
+Modelling layers: the dispatch / re-optimisation LP, solved for every congestion point of a national portfolio, is
+built straight into HiGHS from numpy CSR arrays (`point.schedule_point`, highspy's array API): ANCHORS section 5
+shows Python-side model building with PuLP's per-variable objects dominating at scale. The offer LP, one point on
+demand, keeps PuLP as the modelling layer (HiGHS as the solver). The min-current rule is an LP relaxation plus a
+provably rule-keeping repair (`min_current`), not a MILP. The pilots' control rules live in aggregator.strategies.
+
+Columns: p[s, t], the average charging power of session s in slot t, exists only where the car is plugged in
+(possibly for part of the slot) and is bounded by max_power_kw x plugged-in fraction (and -max_discharge_kw x the
+fraction for V2G). Sessions that are not flexible (opted out, boosted) charge exactly uncontrolled.
 """
 
 from __future__ import annotations
@@ -22,7 +29,15 @@ from datetime import UTC, datetime
 import numpy as np
 import pulp
 
+from aggregator.optimiser import point
+from aggregator.optimiser.point import PointRequest, PointSchedule, PointSessions, schedule_point
 from common.isp import ISP, ISP_HOURS, ceil_to_isp, floor_to_isp, is_isp_aligned
+
+__all__ = [
+    "DeviationBand", "DispatchResult", "Horizon", "OfferResult", "PointRequest", "PointSchedule", "PointSessions",
+    "SessionInput", "availability", "deliverable_energy_kwh", "dispatch_optimise", "offer_optimise",
+    "point_sessions", "profile_limits_w", "schedule_point", "uncontrolled_kw",
+]
 
 ISP_SECONDS = ISP.total_seconds()
 
@@ -41,20 +56,12 @@ _EVEN_BONUS = 1e-2
 # reduction, so 100 makes a violation far more expensive than anything it could buy.
 _OFFER_BAND_PENALTY = 100.0
 
-# Dispatch objective (minimised), one order of magnitude per priority. A unit of any slack frees at most one kW-slot
-# of charging, which can lower a lower-priority term by at most one unit (the peak by at most 1/m for m slots at the
-# peak), so a factor of 10 keeps the order strict while the cost range stays small enough for HiGHS (1e-3 .. 1e4).
-_SHORTFALL_PENALTY = 1e4  # per kW-slot (0.25 kWh) a driver does not get: drivers first
-_DEFICIENCY_PENALTY = 1e3  # per kW of ordered reduction not delivered: the DSO's order second
-_CAPACITY_PENALTY = 1e2  # per kW above the congestion point's physical limit
-_DISPATCH_BAND_PENALTY = 1e1  # per kW outside the DSO's allowed deviation band
-_PEAK_WEIGHT = 1.0  # per kW of peak (base load + EV load): no rebound peak after the window
+# Dispatch objective: see point.py (drivers > capacity > order > DSO band > peak).
 
-# Tie-breakers towards earlier charging (a car that leaves early is then already fuller), weight x (1 + t / slots)
-# per kW-slot. Below every other term (offer: below one even-spread tier step of 1e-3; dispatch: below the peak), yet
-# slot-to-slot steps stay above HiGHS's 1e-7 dual tolerance for horizons of a few days.
+# Tie-breaker towards earlier charging (a car that leaves early is then already fuller), weight x (1 + t / slots)
+# per kW-slot. Below every other term (below one even-spread tier step of 1e-3), yet slot-to-slot steps stay above
+# HiGHS's 1e-7 dual tolerance for horizons of a few days.
 _OFFER_EARLY_WEIGHT = 1e-4
-_DISPATCH_EARLY_WEIGHT = 1e-3
 
 _OPTIMAL = pulp.LpStatus[pulp.LpStatusOptimal]  # "Optimal"
 
@@ -175,9 +182,42 @@ def _avail_for(horizon: Horizon, sessions: Sequence[SessionInput], avail: np.nda
 
 
 def _slot_cap_kw(sessions: Sequence[SessionInput], avail: np.ndarray) -> np.ndarray:
-    """(n, slots) highest average power per slot: max power x plugged-in fraction."""
-    max_power_kw = np.array([s.max_power_kw for s in sessions], dtype=float)
+    """(n, slots) highest average power per slot: max power x plugged-in fraction (0 for a car whose charger cannot
+    reach its minimum current)."""
+    max_power_kw = np.array(
+        [s.max_power_kw if s.max_power_kw >= s.min_power_kw else 0.0 for s in sessions], dtype=float
+    )
     return max_power_kw[:, None] * avail
+
+
+def point_sessions(
+    *, horizon: Horizon, sessions: Sequence[SessionInput], avail: np.ndarray | None = None
+) -> PointSessions:
+    """The array form of `sessions` that the point LP and the strategies work on."""
+    avail = _avail_for(horizon, sessions, avail)
+    dl_session: list[int] = []
+    dl_slots: list[int] = []
+    dl_kwh: list[float] = []
+    dl_labels: list[str] = []
+    for index, session in enumerate(sessions):
+        for instant, kwh in session.min_energy_by:
+            # Energy counts towards a deadline only from slots that end by it.
+            dl_session.append(index)
+            dl_slots.append(int(np.clip((instant - horizon.start) // ISP, 0, horizon.slots)))
+            dl_kwh.append(kwh)
+            dl_labels.append(instant.isoformat())
+    return PointSessions(
+        avail=avail,
+        max_kw=np.array([s.max_power_kw for s in sessions], dtype=float),
+        min_kw=np.array([s.min_power_kw for s in sessions], dtype=float),
+        discharge_kw=np.array([s.max_discharge_kw for s in sessions], dtype=float),
+        energy_kwh=np.array([s.energy_kwh for s in sessions], dtype=float),
+        flexible=np.array([s.flexible for s in sessions], dtype=bool),
+        deadline_session=np.array(dl_session, dtype=np.int64),
+        deadline_slots=np.array(dl_slots, dtype=np.int64),
+        deadline_kwh=np.array(dl_kwh, dtype=float),
+        deadline_labels=tuple(dl_labels),
+    )
 
 
 def deliverable_energy_kwh(
@@ -195,14 +235,8 @@ def uncontrolled_kw(
     """(n_sessions, slots) average kW when every car charges at full power from arrival until its deliverable energy
     is in (the last charging slot partly filled). Summed over sessions this is the EV part of the D-prognosis."""
     avail = _avail_for(horizon, sessions, avail)
-    cap_kwh = _slot_cap_kw(sessions, avail) * ISP_HOURS
     deliverable = deliverable_energy_kwh(horizon=horizon, sessions=sessions, avail=avail)
-    # Energy already in before each slot (exclusive prefix sum); a slot takes what is still missing, up to its cap.
-    before_kwh = np.zeros_like(cap_kwh)
-    if cap_kwh.shape[1] > 1:
-        before_kwh[:, 1:] = np.cumsum(cap_kwh, axis=1)[:, :-1]
-    energy_kwh = np.clip(deliverable[:, None] - before_kwh, 0.0, cap_kwh)
-    return energy_kwh / ISP_HOURS
+    return point.uncontrolled_from(_slot_cap_kw(sessions, avail), deliverable)
 
 
 @dataclass(frozen=True)
@@ -217,12 +251,18 @@ class OfferResult:
 
 @dataclass(frozen=True)
 class DispatchResult:
-    schedule_kw: np.ndarray  # (n_sessions, slots) average kW per slot
+    schedule_kw: np.ndarray  # (n_sessions, slots) average kW per slot (negative: V2G discharge)
     shortfall_kwh: np.ndarray  # per session: requested energy the schedule does not deliver (0 when feasible)
     deficiency_kw: dict[int, float]  # ordered slot -> reduction not achieved (0 when met)
     peak_kw: float  # max over slots of base load + EV load
     status: str
-    solve_s: float  # wall-clock seconds to build and solve the LP
+    solve_s: float  # wall-clock seconds to build and solve the LP and repair the schedule
+    # Per session: why it is short (e.g. "not enough time at max power: ...") or how the min-current repair had to
+    # give way; '' when nothing is wrong.
+    shortfall_reason: tuple[str, ...] = ()
+    over_limit_kw: float = 0.0  # worst slot above capacity_kw (0 when kept or no limit)
+    min_over_limit_kw: float = 0.0  # the least worst-slot excess any schedule could have (LP bound): unavoidable
+    lp_peak_kw: float = 0.0  # the lowest peak any schedule of these sessions can have (LP relaxation)
 
 
 @dataclass
@@ -234,6 +274,8 @@ class _Charging:
     deliverable_kwh: np.ndarray  # (n,)
     uncontrolled_kw: np.ndarray  # (n, slots)
     baseline_kw: np.ndarray  # (slots,)
+    fixed_kw: np.ndarray  # (slots,) uncontrolled load of the sessions that are not flexible
+    flexible: np.ndarray  # (n,) bool
     session_index: np.ndarray  # (n_columns,) session of each column
     slot_index: np.ndarray  # (n_columns,) slot of each column
     columns: list[pulp.LpVariable]
@@ -249,7 +291,7 @@ class _Charging:
     def schedule(self) -> np.ndarray:
         values = np.fromiter((v.varValue or 0.0 for v in self.columns), dtype=float, count=len(self.columns))
         bounds = self.cap_kw[self.session_index, self.slot_index]
-        schedule = np.zeros_like(self.cap_kw)
+        schedule = np.where(self.flexible[:, None], 0.0, self.uncontrolled_kw)
         schedule[self.session_index, self.slot_index] = np.clip(values, 0.0, bounds)
         return schedule
 
@@ -267,9 +309,10 @@ def _charging(prob: pulp.LpProblem, horizon: Horizon, sessions: Sequence[Session
     cap_kw = _slot_cap_kw(sessions, avail)
     deliverable = deliverable_energy_kwh(horizon=horizon, sessions=sessions, avail=avail)
     per_session = uncontrolled_kw(horizon=horizon, sessions=sessions, avail=avail)
-    # Columns only where the car is plugged in and wants energy at all: a car plugged in for 12 of 36 hours costs
-    # a third of the columns, and the LP never has to prove that absent cars draw nothing.
-    mask = (cap_kw > 0) & (deliverable[:, None] > 0)
+    flexible = np.array([s.flexible for s in sessions], dtype=bool)
+    # Columns only where a flexible car is plugged in and wants energy at all: a car plugged in for 12 of 36 hours
+    # costs a third of the columns, and the LP never has to prove that absent cars draw nothing.
+    mask = (cap_kw > 0) & (deliverable[:, None] > 0) & flexible[:, None]
     session_index, slot_index = np.nonzero(mask)
     columns = [
         prob.add_variable(f"p_{s}_{t}", lowBound=0.0, upBound=ub)
@@ -286,6 +329,8 @@ def _charging(prob: pulp.LpProblem, horizon: Horizon, sessions: Sequence[Session
         deliverable_kwh=deliverable,
         uncontrolled_kw=per_session,
         baseline_kw=per_session.sum(axis=0),
+        fixed_kw=per_session[~flexible].sum(axis=0) if len(sessions) else np.zeros(horizon.slots),
+        flexible=flexible,
         session_index=session_index,
         slot_index=slot_index,
         columns=columns,
@@ -318,7 +363,7 @@ def _add_soft_bands(
     for t, band in (bands or {}).items():
         if not 0 <= t < len(charging.by_slot) or not charging.by_slot[t]:
             continue  # nothing controllable in this slot
-        baseline = float(charging.baseline_kw[t])
+        baseline = float(charging.baseline_kw[t] - charging.fixed_kw[t])  # the flexible part of the baseline
         if band.min_kw is not None:
             under = prob.add_variable(f"band_under_{t}", lowBound=0.0)
             _add_row(
@@ -332,6 +377,21 @@ def _add_soft_bands(
             )
             terms.append((over, penalty))
     return terms
+
+
+def _add_deadline_rows(
+    prob: pulp.LpProblem, horizon: Horizon, sessions: Sequence[SessionInput], charging: _Charging
+) -> None:
+    """Driver preferences: at least X kWh by T, capped at what full power from arrival reaches by T (so the LP
+    stays feasible; the shortfall is reported by dispatch)."""
+    arrays = point_sessions(horizon=horizon, sessions=sessions, avail=charging.avail)
+    required_kwh = point.physics(arrays).deadline_kwh
+    for i, (s, k) in enumerate(zip(arrays.deadline_session.tolist(), arrays.deadline_slots.tolist(), strict=True)):
+        if required_kwh[i] <= 0 or not charging.flexible[s]:
+            continue
+        cols = [v for v, t in zip(charging.by_session[s], charging.slot_index[charging.session_index == s], strict=True)
+                if t < k]
+        _add_row(prob, f"deadline_{i}", cols, pulp.LpConstraintGE, float(required_kwh[i] / ISP_HOURS))
 
 
 def _solve(prob: pulp.LpProblem, **highs_options: str) -> str:
@@ -381,7 +441,8 @@ def offer_optimise(
         )
 
     # A slot can lose at most its whole baseline, so the reduction of slot t is bounded by min(cap_t, U_t).
-    ceilings = {t: min(cap, float(baseline[t])) for t, cap in caps.items() if 0 <= t < horizon.slots}
+    flexible_baseline = baseline - charging.fixed_kw
+    ceilings = {t: min(cap, float(flexible_baseline[t])) for t, cap in caps.items() if 0 <= t < horizon.slots}
     ceilings = {t: c for t, c in ceilings.items() if c > 0 and charging.by_slot[t]}
     if not charging.columns:
         # No session can or needs to charge inside the horizon: nothing to shift, no solver needed.
@@ -389,6 +450,7 @@ def offer_optimise(
 
     for s, cols, target in charging.energy_rows():
         _add_row(prob, f"energy_{s}", cols, pulp.LpConstraintEQ, target)
+    _add_deadline_rows(prob, horizon, sessions, charging)
 
     objective: list[tuple[pulp.LpVariable, float]] = []
     tiers_by_slot: dict[int, list[pulp.LpVariable]] = {}
@@ -399,7 +461,8 @@ def offer_optimise(
         tiers_by_slot[t] = tiers
         # Falling bonus per tier: a maximising LP fills the higher-paid lower tiers of every slot first.
         objective += [(r, 1.0 + _EVEN_BONUS * (_EVEN_TIERS - k) / _EVEN_TIERS) for k, r in enumerate(tiers)]
-        _add_row(prob, f"reduce_{t}", charging.by_slot[t], pulp.LpConstraintLE, baseline[t], *[(r, 1.0) for r in tiers])
+        _add_row(prob, f"reduce_{t}", charging.by_slot[t], pulp.LpConstraintLE, flexible_baseline[t],
+                 *[(r, 1.0) for r in tiers])
 
     objective += [(v, -penalty) for v, penalty in _add_soft_bands(prob, charging, bands, _OFFER_BAND_PENALTY)]
     objective += [(v, -coef) for v, coef in charging.early_terms(_OFFER_EARLY_WEIGHT)]
@@ -430,98 +493,60 @@ def dispatch_optimise(
     ordered_reduction_kw: Mapping[int, float],
     base_load_kw: np.ndarray | None = None,
     bands: Mapping[int, DeviationBand] | None = None,
-    capacity_kw: float | None = None,
+    capacity_kw: float | np.ndarray | None = None,
 ) -> DispatchResult:
-    """Charging schedule that delivers an accepted order with the lowest peak.
+    """Charging schedule that delivers an accepted order, keeps the point's capacity limit in every slot of the
+    horizon and has the lowest peak: the highspy point LP (`point.schedule_point`, ranking drivers > capacity >
+    order > DSO band > peak) followed by the min-current repair.
 
-    LP (minimised) over the same p[s, t] columns as the offer; everything except the column bounds is soft, so it
-    always solves, and the penalties rank what gives way first (each level 10x the next):
-      1. energy: sum_t p[s, t] x ISP_HOURS + short_s == deliverable energy of s; short_s at 1e4 per kW-slot
-         (drivers first);
-      2. order: P_t <= U_t - ordered_t + def_t for each ordered slot; def_t at 1e3 per kW;
-      3. capacity (if given): base_load_t + P_t <= capacity_kw + over_t; over_t at 1e2 per kW;
-      4. bands: band.min_kw <= P_t - U_t <= band.max_kw; violations at 10 per kW;
-      5. peak >= base_load_t + P_t for every slot, at 1 per kW: fills valleys instead of piling the shifted energy
-         up right after the window (the rebound peak the pilots' static 17:00-21:00 profile created);
-      6. a tiny tie-breaker towards earlier charging.
-
-    `shortfall_kwh` compares with the energy the driver requested (not the deliverable energy, which the schedule
-    always meets unless the solver fails), so a session that cannot physically get its energy in time shows up.
-    `deficiency_kw` has a key for every ordered slot (out-of-horizon slots report the whole order as not achieved).
-    If the solver does not report "Optimal", the schedule falls back to uncontrolled charging (drivers first) and
-    the result reports what that misses.
+    `shortfall_kwh` compares with the energy the driver requested, so a session that cannot physically get its
+    energy in time shows up, with `shortfall_reason`. `deficiency_kw` has a key for every ordered slot
+    (out-of-horizon slots report the whole order as not achieved). `capacity_kw` is one limit for the whole horizon
+    or one per slot. Physics never raises: what cannot be met is reported.
     """
     began = time.perf_counter()
-    prob = pulp.LpProblem("ev_dispatch", pulp.LpMinimize)
-    charging = _charging(prob, horizon, sessions)
     if base_load_kw is None:
         base = np.zeros(horizon.slots)
     else:
         base = np.asarray(base_load_kw, dtype=float)
         if base.shape != (horizon.slots,):
             raise ValueError(f"base_load_kw has shape {base.shape}, expected {(horizon.slots,)}")
-    baseline = charging.baseline_kw
-    orders = {t: float(kw) for t, kw in ordered_reduction_kw.items()}
-    energy_kwh = np.array([s.energy_kwh for s in sessions], dtype=float)
-
-    def result(schedule: np.ndarray, status: str) -> DispatchResult:
-        load = schedule.sum(axis=0)
-        shortfall = np.maximum(energy_kwh - schedule.sum(axis=1) * ISP_HOURS, 0.0)
-        shortfall[shortfall < _ZERO_KWH] = 0.0
-        deficiency: dict[int, float] = {}
-        for t, ordered in orders.items():
-            missed = ordered - float(baseline[t] - load[t]) if 0 <= t < horizon.slots else ordered
-            deficiency[t] = missed if missed > _ZERO_KW else 0.0
-        return DispatchResult(
-            schedule_kw=schedule,
-            shortfall_kwh=shortfall,
-            deficiency_kw=deficiency,
-            peak_kw=float((base + load).max()) if horizon.slots else 0.0,
-            status=status,
-            solve_s=time.perf_counter() - began,
-        )
-
-    if not charging.columns:
-        return result(charging.uncontrolled_kw.copy(), _OPTIMAL)
-
-    objective: list[tuple[pulp.LpVariable, float]] = []
-
-    for s, cols, target in charging.energy_rows():
-        short = prob.add_variable(f"short_{s}", lowBound=0.0)
-        objective.append((short, _SHORTFALL_PENALTY))
-        _add_row(prob, f"energy_{s}", cols, pulp.LpConstraintEQ, target, (short, 1.0))
-
-    for t, ordered in orders.items():
-        if ordered <= 0 or not 0 <= t < horizon.slots or not charging.by_slot[t]:
-            continue  # nothing ordered, or nothing controllable: the deficiency is reported from the schedule
-        deficit = prob.add_variable(f"def_{t}", lowBound=0.0)
-        objective.append((deficit, _DEFICIENCY_PENALTY))
-        _add_row(prob, f"order_{t}", charging.by_slot[t], pulp.LpConstraintLE, baseline[t] - ordered, (deficit, -1.0))
-
+    limit: np.ndarray | None = None
     if capacity_kw is not None:
-        for t, cols in enumerate(charging.by_slot):
-            if not cols:
-                continue
-            over = prob.add_variable(f"cap_over_{t}", lowBound=0.0)
-            objective.append((over, _CAPACITY_PENALTY))
-            _add_row(prob, f"capacity_{t}", cols, pulp.LpConstraintLE, capacity_kw - base[t], (over, -1.0))
-
-    objective += _add_soft_bands(prob, charging, bands, _DISPATCH_BAND_PENALTY)
-
-    # The peak can never be below the base load alone, which also covers slots without any EV column.
-    peak = prob.add_variable("peak", lowBound=float(base.max()))
-    objective.append((peak, _PEAK_WEIGHT))
-    for t, cols in enumerate(charging.by_slot):
-        if cols:
-            _add_row(prob, f"peak_{t}", cols, pulp.LpConstraintLE, -base[t], (peak, -1.0))
-
-    objective += charging.early_terms(_DISPATCH_EARLY_WEIGHT)
-    prob.setObjective(pulp.LpAffineExpression(objective))
-
-    status = _solve(prob)
-    if status != _OPTIMAL:
-        return result(charging.uncontrolled_kw.copy(), status)
-    return result(charging.schedule(), status)
+        limit = np.broadcast_to(np.asarray(capacity_kw, dtype=float), (horizon.slots,)).copy()
+    orders = {t: float(kw) for t, kw in ordered_reduction_kw.items()}
+    ordered = np.zeros(horizon.slots)
+    for t, kw in orders.items():
+        if 0 <= t < horizon.slots and kw > 0:
+            ordered[t] = kw
+    band_min = np.full(horizon.slots, np.nan)
+    band_max = np.full(horizon.slots, np.nan)
+    for t, band in (bands or {}).items():
+        if 0 <= t < horizon.slots:
+            band_min[t] = np.nan if band.min_kw is None else band.min_kw
+            band_max[t] = np.nan if band.max_kw is None else band.max_kw
+    result = schedule_point(
+        point_sessions(horizon=horizon, sessions=sessions),
+        PointRequest(base_kw=base, limit_kw=limit, ordered_reduction_kw=ordered, band_min_kw=band_min,
+                     band_max_kw=band_max),
+    )
+    load = result.schedule_kw.sum(axis=0)
+    deficiency: dict[int, float] = {}
+    for t, kw in orders.items():
+        missed = kw - float(result.baseline_kw[t] - load[t]) if 0 <= t < horizon.slots else kw
+        deficiency[t] = missed if missed > _ZERO_KW else 0.0
+    return DispatchResult(
+        schedule_kw=result.schedule_kw,
+        shortfall_kwh=result.shortfall_kwh,
+        deficiency_kw=deficiency,
+        peak_kw=result.peak_kw,
+        status=result.status,
+        solve_s=time.perf_counter() - began,
+        shortfall_reason=result.reasons,
+        over_limit_kw=result.over_limit_kw,
+        min_over_limit_kw=result.lp_over_limit_kw,
+        lp_peak_kw=result.lp_peak_kw,
+    )
 
 
 _PROFILE_NOISE_KW = 0.005  # 5 W
