@@ -3,6 +3,9 @@
 Django finds them all through this package; add a module for a new concern and import it here.
 """
 
+from settlement.models.baselines import BaselineRecord
+from settlement.models.disputes import Dispute
+from settlement.models.ledger import LedgerEntry
 from settlement.models.meter import (
     ConnectionCapacity,
     MeterImportBatch,
@@ -10,9 +13,15 @@ from settlement.models.meter import (
     MeterReading,
     MeterReadingVersion,
 )
-from settlement.models.statements import OrderSettlement, SettlementLine, Statement
+from settlement.models.rewards import SessionReward
+from settlement.models.statements import OrderSettlement, SettlementLine, SettlementRun, Statement
 
 __all__ = [
+    "BaselineRecord",
+    "Dispute",
+    "LedgerEntry",
+    "SessionReward",
+    "SettlementRun",
     "ConnectionCapacity",
     "MeterImportBatch",
     "MeterImportRejection",

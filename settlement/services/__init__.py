@@ -9,6 +9,7 @@ from settlement.services.settle import (
     StatementIssueResult,
     settle_day,
     settle_due,
+    settle_range,
     statement_issue,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "meter_readings_import",
     "settle_day",
     "settle_due",
+    "settle_range",
     "statement_issue",
 ]
