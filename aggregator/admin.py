@@ -6,12 +6,25 @@ drive: both are read-only here, as is every `status`.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
 from django.db import models
 from django.http import HttpRequest
 
 from aggregator.models import ChargePoint, ChargePointOperator, ChargingProfileCommand, ChargingSession, SessionSchedule
+from aggregator.models.oscp import (
+    CapacityAdjustment,
+    CapacityGroup,
+    ComplianceError,
+    GroupMeasurement,
+    OscpInboundMessage,
+    OscpOutboundMessage,
+    OscpPeer,
+)
+from aggregator.oscp import services as oscp_services
 from common.admin import ReadOnlyAdminMixin, mask_secret
+from common.exceptions import ApplicationError
 
 STAMPS = ("created_at", "updated_at")
 CPO_TOKEN_FIELDS = ("token_for_cpo", "token_from_cpo")
@@ -134,3 +147,157 @@ class ChargingProfileCommandAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("cpo", "session", "flex_order")
     show_full_result_count = False
+
+
+# --- OSCP 2.0 (we are Capacity Provider; CPOs' back-offices are Flexibility Providers) ------------------
+
+
+class CapacityGroupInline(admin.TabularInline):
+    model = CapacityGroup
+    fields = ("group_id", "congestion_point", "offpeak_capacity_kw", "peak_capacity_kw", "fallback_capacity_kw",
+              "is_active")
+    raw_id_fields = ("congestion_point",)
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(OscpPeer)
+class OscpPeerAdmin(admin.ModelAdmin):
+    """Registration: either issue token A (shown once) for the CPO to register at us, or type in the token the CPO
+    gave us and its base URL, then "Register at the peer". Tokens we issued are kept only as digests."""
+
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = ("cpo", "base_url", "registration_status", "handshake_status", "last_heartbeat_received_at",
+                    "peer_offline_mode_at", "is_active")
+    list_filter = ("registration_status", "handshake_status", "is_active")
+    search_fields = ("cpo__name", "base_url")
+    list_select_related = ("cpo",)
+    autocomplete_fields = ("cpo",)
+    inlines = (CapacityGroupInline,)
+    actions = ("issue_registration_token", "register_at_peer", "send_handshake", "publish_forecasts")
+    readonly_fields = ("id", "registration_status", "handshake_status", "token_from_peer_digest",
+                       "initial_token_digest", "peer_required_behaviour", "last_heartbeat_sent_at",
+                       "last_heartbeat_received_at", "peer_offline_mode_at", "offline_alerted_at", *STAMPS)
+
+    def get_exclude(self, request: HttpRequest, obj: OscpPeer | None = None) -> tuple[str, ...]:
+        return ("token_for_peer",) if obj is not None and obj.token_for_peer else ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: OscpPeer | None = None) -> tuple[str, ...]:
+        masked = ("masked_token_for_peer",) if obj is not None and obj.token_for_peer else ()
+        return (*self.readonly_fields, *masked)
+
+    @admin.display(description="Token for peer")
+    def masked_token_for_peer(self, peer: OscpPeer) -> str:
+        return mask_secret(peer.token_for_peer)
+
+    @admin.action(description="Issue a registration token (token A) for the CPO to register at us")
+    def issue_registration_token(self, request: HttpRequest, queryset: models.QuerySet[OscpPeer]) -> None:
+        for peer in queryset:
+            token = oscp_services.peer_initial_token_issue(peer=peer, actor=request.user)
+            self.message_user(request, f"{peer}: give the CPO this token and our URL {oscp_services.cp_base_url()} "
+                                       f"(shown once): {token}", messages.WARNING)
+
+    @admin.action(description="Register at the peer (with the token it gave us)")
+    def register_at_peer(self, request: HttpRequest, queryset: models.QuerySet[OscpPeer]) -> None:
+        for peer in queryset:
+            try:
+                oscp_services.peer_register(peer=peer, peer_token=peer.token_for_peer, actor=request.user)
+            except ApplicationError as exc:
+                self.message_user(request, f"{peer}: {exc.message}", messages.ERROR)
+
+    @admin.action(description="Send a handshake")
+    def send_handshake(self, request: HttpRequest, queryset: models.QuerySet[OscpPeer]) -> None:
+        for peer in queryset:
+            oscp_services.handshake_send(peer=peer)
+
+    @admin.action(description="Publish capacity forecasts for today and tomorrow")
+    def publish_forecasts(self, request: HttpRequest, queryset: models.QuerySet[OscpPeer]) -> None:
+        from aggregator import oscp_dispatch
+
+        count = sum(oscp_dispatch.peer_forecasts_queue(peer=peer) for peer in queryset)
+        self.message_user(request, f"{count} forecast message(s) queued")
+
+
+@admin.register(CapacityGroup)
+class CapacityGroupAdmin(admin.ModelAdmin):
+    list_display = ("group_id", "peer", "congestion_point", "offpeak_capacity_kw", "peak_capacity_kw", "peak_start",
+                    "peak_end", "fallback_capacity_kw", "is_active")
+    list_filter = ("is_active", ("peer", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("group_id", "=congestion_point__ean")
+    list_select_related = ("peer__cpo", "congestion_point")
+    raw_id_fields = ("congestion_point", "charge_points")
+    readonly_fields = ("id", *STAMPS)
+
+
+@admin.register(OscpOutboundMessage)
+class OscpOutboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The OSCP outbox. Failed (refused) and dead-lettered messages can be put back in the queue."""
+
+    list_display = ("id", "endpoint", "peer", "group", "status", "attempts", "http_status", "next_attempt_at",
+                    "sent_at", "created_at")
+    list_filter = ("status", "endpoint", ("peer", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("=id", "=correlation_id", "group__group_id", "=flex_order__order_reference")
+    date_hierarchy = "created_at"
+    list_select_related = ("peer__cpo", "group")
+    exclude = ("auth_token",)
+    actions = ("retry_messages",)
+    show_full_result_count = False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Read-only for edits, but re-queueing a dead letter is an operation, not an edit.
+        return admin.ModelAdmin.get_actions(self, request)
+
+    @admin.action(description="Retry (failed or dead-lettered messages only)")
+    def retry_messages(self, request: HttpRequest, queryset: models.QuerySet[OscpOutboundMessage]) -> None:
+        retried = 0
+        for message in queryset.filter(status__in=OscpOutboundMessage.RETRIABLE_BY_OPERATOR):
+            oscp_services.message_retry(message=message, actor=request.user)
+            retried += 1
+        self.message_user(request, f"{retried} message(s) queued again")
+
+
+@admin.register(OscpInboundMessage)
+class OscpInboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("request_id", "endpoint", "method", "peer", "correlation_id", "created_at")
+    list_filter = ("endpoint", ("peer", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("=request_id", "=correlation_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("peer__cpo",)
+    show_full_result_count = False
+
+
+@admin.register(GroupMeasurement)
+class GroupMeasurementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("group", "measure_time", "value", "unit", "value_kwh", "direction", "energy_type", "phase")
+    list_filter = ("direction", "energy_type", ("group", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("group__group_id",)
+    date_hierarchy = "measure_time"
+    list_select_related = ("group",)
+    show_full_result_count = False
+
+
+@admin.register(ComplianceError)
+class ComplianceErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Alerts: a CPO says it cannot keep a forecast. Acknowledge once handled."""
+
+    list_display = ("created_at", "peer", "group", "message", "forecast", "acknowledged_at")
+    list_filter = (("acknowledged_at", admin.EmptyFieldListFilter), ("peer", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("message", "group__group_id")
+    list_select_related = ("peer__cpo", "group")
+    actions = ("acknowledge",)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return admin.ModelAdmin.get_actions(self, request)
+
+    @admin.action(description="Acknowledge")
+    def acknowledge(self, request: HttpRequest, queryset: models.QuerySet[ComplianceError]) -> None:
+        for error in queryset.filter(acknowledged_at__isnull=True):
+            oscp_services.compliance_error_acknowledge(error=error, actor=request.user)
+
+
+@admin.register(CapacityAdjustment)
+class CapacityAdjustmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "group", "forecast_type", "decision", "reason", "response")
+    list_filter = ("decision", ("group", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("group__group_id",)
+    list_select_related = ("group", "response")

@@ -225,8 +225,14 @@ CELERY_TASK_ROUTES = {
     "sandbox.tasks.*": {"queue": "dispatch"},
     "settlement.tasks.*": {"queue": "settlement"},
     "market.tasks.*": {"queue": "market"},
+    "aggregator.oscp.tasks.*": {"queue": "dispatch"},
 }
 CELERY_BEAT_SCHEDULE = {
+    # OSCP: re-send due/lost outbox messages, heartbeats (+ peer offline alerts), tomorrow's capacity forecasts.
+    "oscp-outbox-sweep": {"task": "aggregator.oscp.tasks.oscp_outbox_sweep_task", "schedule": 30.0},
+    "oscp-heartbeats": {"task": "aggregator.oscp.tasks.oscp_heartbeats_task", "schedule": 10.0},
+    "oscp-day-ahead-forecasts": {"task": "aggregator.oscp.tasks.oscp_day_ahead_forecasts_task",
+                                 "schedule": crontab(hour=13, minute=30)},
     "market-expire-due": {"task": "market.tasks.expire_due_task", "schedule": 300.0},
     "idempotency-purge": {"task": "market.tasks.idempotency_purge_task", "schedule": 3600.0},
     "settlement-nightly": {
@@ -246,6 +252,8 @@ AGGREGATOR_MARGIN_PCT = env_str("AGGREGATOR_MARGIN_PCT", "25")
 # Our OCPI identity as Smart Charging Service Provider.
 OCPI_COUNTRY_CODE = env_str("OCPI_COUNTRY_CODE", "NL")
 OCPI_PARTY_ID = env_str("OCPI_PARTY_ID", "FLX")
+# OSCP outbox: attempts (transient failures, backoff + jitter) before a message becomes a dead letter.
+OSCP_MAX_SEND_ATTEMPTS = env_int("OSCP_MAX_SEND_ATTEMPTS", 8)
 
 # --- Logging --------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

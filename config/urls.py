@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("ocpi/", include("aggregator.ocpi_urls")),
+    path("oscp/", include("aggregator.oscp.urls")),
 ]
 
 if settings.SANDBOX_ENABLED:
