@@ -9,8 +9,9 @@ from celery import shared_task
 
 @shared_task(acks_late=True)
 def settle_previous_day_task() -> dict[str, object]:
-    """Nightly (02:00 Europe/Amsterdam): settle yesterday's orders, and earlier days' orders still waiting for
-    meter data; running it twice settles nothing twice."""
+    """Nightly (02:00 Europe/Amsterdam, CELERY_BEAT_SCHEDULE): settle yesterday's orders, earlier days' orders
+    still waiting for meter data, and days whose meter data changed since they were settled. Idempotent: a run
+    that finds nothing new issues no statement version."""
     from common.isp import market_day_of
     from common.time import now
     from settlement.services import settle_due
@@ -19,7 +20,7 @@ def settle_previous_day_task() -> dict[str, object]:
     results = settle_due(up_to=day)
     return {
         "period": day.isoformat(),
-        "statements": sum(1 for r in results if r.statement),
+        "statements": sum(1 for r in results if r.issued),
         "settled_orders": sum(r.settled_orders for r in results),
         "waiting_orders": sum(len(r.waiting_orders) for r in results),
     }

@@ -1,7 +1,8 @@
 """Settling orders against metered load: per-ISP lines, order settlements, statements, versions and the nightly job.
 
 Every scenario uses voltflex on cp_north with a flat D-prognosis baseline, so each number below can be checked by
-hand: measured W = net kWh of the ISP / 0.25 h; paid = min(max(0, delivered), |ordered|) kWh x unit price.
+hand: measured W = net kWh of the ISP / 0.25 h; delivered = min(|ordered|, max(0, realised)); paid = delivered kWh x
+unit price (no penalty rate on the default market, so the deficiency costs nothing here: see test_settle_usef.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from market.models import Connection, FlexOrder
 from market.services import IspPower
 from settlement.models import OrderSettlement, SettlementLine, Statement
 from settlement.services import MeterReadingRow, meter_readings_import, settle_day, statement_issue
+from settlement.services.settle import month_of
 from settlement.tasks import settle_previous_day_task
 from tests.builders import evening_isps, make_request, option
 from tests.conftest import World
@@ -133,8 +135,11 @@ def test_it_settles_each_isp_against_the_baseline_and_pays_only_delivered_flex(w
     assert line_values(settlement) == [
         (a, 60_000, 48_000, -12_000, 12_000, Decimal("6.00")),
         (b, 60_000, 54_000, -12_000, 6_000, Decimal("3.00")),
-        (c, 60_000, 40_000, -12_000, 20_000, Decimal("6.00")),
-        (d, 60_000, 65_000, -12_000, -5_000, Decimal("0.00")),
+        (c, 60_000, 40_000, -12_000, 12_000, Decimal("6.00")),  # 20 kW realised, only the 12 kW ordered count
+        (d, 60_000, 65_000, -12_000, 0, Decimal("0.00")),  # the wrong way: nothing delivered
+    ]
+    assert [(line.realised_w, line.deficiency_w) for line in settlement.lines.order_by("isp")] == [
+        (12_000, 0), (6_000, 6_000), (20_000, 0), (-5_000, 17_000),
     ]
     assert [line.isp_start for line in settlement.lines.order_by("isp")] == [
         isp_time.isp_start(tomorrow, isp) for isp in (a, b, c, d)
@@ -269,7 +274,7 @@ def test_an_increase_order_is_paid_for_load_above_the_baseline(world: World, tom
     assert line_values(settlement) == [
         (a, 60_000, 70_000, 10_000, 10_000, Decimal("2.50")),  # 17.5 kWh: 10 kW more, the full order
         (b, 60_000, 65_000, 10_000, 5_000, Decimal("1.25")),  # 16.25 kWh: half of it
-        (c, 60_000, 55_000, 10_000, -5_000, Decimal("0.00")),  # 13.75 kWh: less load, the wrong way
+        (c, 60_000, 55_000, 10_000, 0, Decimal("0.00")),  # 13.75 kWh: less load, the wrong way
     ]
     assert (settlement.ordered_kwh, settlement.delivered_kwh) == (Decimal("7.500"), Decimal("3.750"))
     assert settlement.unit_price_eur_per_kwh == Decimal("1")
@@ -380,26 +385,36 @@ def test_settle_day_twice_issues_one_statement(world: World, tomorrow: date) -> 
     first = settle_day(period=tomorrow)
     second = settle_day(period=tomorrow)
 
-    assert [(r.statement is not None, r.settled_orders) for r in first] == [(True, 1)]
-    assert second == []
+    assert [(r.statement is not None, r.settled_orders, r.issued) for r in first] == [(True, 1, True)]
+    assert [(r.statement, r.settled_orders, r.unchanged_orders, r.issued) for r in second] == [
+        (first[0].statement, 0, 1, False)]
     assert Statement.objects.count() == 1
     assert OrderSettlement.objects.count() == 1
 
 
-def test_issuing_again_for_the_same_period_creates_version_2_and_supersedes_version_1(
+def test_issuing_again_changes_nothing_until_a_reading_is_corrected_then_version_2_supersedes_version_1(
     world: World, tomorrow: date
 ) -> None:
     first = issue_reference_statement(world, tomorrow)
 
     again = statement_issue(dso=world.gridco, aggregator=world.voltflex, period_start=tomorrow, period_end=tomorrow)
 
-    second = again.statement
+    assert (again.statement, again.issued, again.settled_orders, again.unchanged_orders) == (first, False, 0, 1)
+    assert Statement.objects.count() == 1
+
+    # A corrected reading: v1 drew 1.25 kWh in the last ISP, not 5.25 -> 49 kW metered, 11 kW delivered (EUR 5.50).
+    meter_readings_import(rows=[meter_row(world.voltflex_connections[0], tomorrow, order_isps(tomorrow)[3], "1.250")])
+    corrected = statement_issue(dso=world.gridco, aggregator=world.voltflex, period_start=tomorrow,
+                                period_end=tomorrow)
+
+    second = corrected.statement
     first.refresh_from_db()
+    assert corrected.issued
     assert (first.version, first.status) == (1, Statement.Status.SUPERSEDED)
-    assert (second.version, second.status) == (2, Statement.Status.ISSUED)
-    assert second.pk != first.pk
-    assert first.total_eur == second.total_eur == Decimal("15.00")
-    assert line_values(second.order_settlements.get()) == line_values(first.order_settlements.get())
+    assert (second.version, second.status, second.previous_version) == (2, Statement.Status.ISSUED, first)
+    assert (first.total_eur, second.total_eur) == (Decimal("15.00"), Decimal("20.50"))
+    assert line_values(second.order_settlements.get())[3][2:] == (49_000, -12_000, 11_000, Decimal("5.50"))
+    assert line_values(first.order_settlements.get())[3][2:] == (65_000, -12_000, 0, Decimal("0.00"))
     assert FlexOrder.objects.get().status == FlexOrder.Status.SETTLED
 
 
@@ -416,7 +431,9 @@ def test_the_nightly_task_settles_the_previous_market_day(world: World, tomorrow
 
     assert same_day["statements"] == 0
     assert next_night == {"period": tomorrow.isoformat(), "statements": 1, "settled_orders": 1, "waiting_orders": 0}
-    assert Statement.objects.get().period_start == tomorrow
+    statement = Statement.objects.get()  # the month's statement for the pair (the FlexSettlement period)
+    assert (statement.period_start, statement.period_end) == month_of(tomorrow)
+    assert statement.period_start <= tomorrow <= statement.period_end
 
 
 def test_an_order_waiting_for_late_meter_data_is_settled_by_a_later_nightly_run(world: World, tomorrow: date) -> None:
