@@ -102,11 +102,16 @@ def send(*, method: str, url: str, token: str, request_id: str, body: dict[str, 
     """
     headers = request_headers(token=token, request_id=request_id, correlation_id=correlation_id)
     try:
-        return http_request(method, url, json=body, headers=headers)
+        response = http_request(method, url, json=body, headers=headers)
     except AdapterError as exc:
         if exc.status_code == 501:
             raise AdapterError(exc.message, permanent=True, status_code=501) from exc
         raise
+    if not 200 <= response.status_code < 300:
+        # A redirect or informational answer (a proxy's login page, a misrouted URL) is not an acknowledgement.
+        raise AdapterError(f"{method} {url} answered HTTP {response.status_code}, not 2xx: {response.text[:200]!r}",
+                           permanent=False, status_code=response.status_code)
+    return response
 
 
 # --- bodies we send ---------------------------------------------------------------------------------
