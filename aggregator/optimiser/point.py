@@ -291,7 +291,10 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
         cost[n_c : n_c + n_d] = _DISCHARGE_COST
         cost[short_col[sess_cols]] = _SHORTFALL_PENALTY
         cost[late_col] = _SHORTFALL_PENALTY
-        lower[peak_col] = lp_peak
+        # The peak is at least the load nobody controls in slots without columns; without V2G also in every slot
+        # (a helpful bound), with V2G the EV load can go below zero and cancel part of it.
+        inactive = fixed[~slot_has]
+        lower[peak_col] = max(float(inactive.max(initial=-_INF)), lp_peak if not v2g.any() else -_INF)
         cost[peak_col] = _PEAK_WEIGHT
         if has_limit:
             cost[over_col] = _CAPACITY_PENALTY
