@@ -8,10 +8,11 @@ Horizon: from the start of the market day to the last departure (at least the en
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 
 import numpy as np
+from django.conf import settings
 
 from aggregator import baseload, selectors
 from aggregator.models import ChargingSession
@@ -48,13 +49,78 @@ class PortfolioSnapshot:
         return range(first, first + isp_time.isp_count(self.period))
 
 
+def departure_margin(session: ChargingSession) -> timedelta:
+    """How long before the expected departure the plan must be done: a driver-given departure can be a little
+    late, an estimated one much more (settings AGGREGATOR_*DEPARTURE_MARGIN_MINUTES)."""
+    if session.departure_source in ChargingSession.ESTIMATED_SOURCES:
+        return timedelta(minutes=settings.AGGREGATOR_ESTIMATED_DEPARTURE_MARGIN_MINUTES)
+    if session.departure_source == ChargingSession.Source.DRIVER:
+        return timedelta(minutes=settings.AGGREGATOR_DEPARTURE_MARGIN_MINUTES)
+    return timedelta(0)  # measured: the car is gone at that time, no more and no less
+
+
+def planned_departure(session: ChargingSession) -> datetime:
+    """The departure the plan works to: the expected one minus the safety margin, but never cutting the stay by
+    more than half (a short stay keeps most of its time)."""
+    stay = session.expected_departure_at - session.arrival_at
+    return session.expected_departure_at - min(departure_margin(session), stay / 2)
+
+
+def planned_energy_kwh(session: ChargingSession) -> float:
+    """The energy the plan aims for: the request, plus AGGREGATOR_ESTIMATED_ENERGY_MARGIN_PCT when estimated."""
+    energy = float(session.energy_requested_kwh)
+    if session.energy_source in ChargingSession.ESTIMATED_SOURCES:
+        energy *= 1 + settings.AGGREGATOR_ESTIMATED_ENERGY_MARGIN_PCT / 100
+        if session.battery_capacity_kwh is not None:
+            energy = min(energy, float(session.battery_capacity_kwh))
+    return energy
+
+
+def max_discharge_kw(session: ChargingSession) -> float:
+    """V2G only for a capable car whose driver consented, and only while above its floor: the optimiser keeps
+    the energy by departure, so a car that arrived below its floor does not discharge at all."""
+    if not session.v2g_capable or not session.max_discharge_power_w:
+        return 0.0
+    if session.driver is None or not session.driver.v2g_allowed:
+        return 0.0
+    if session.v2g_floor_kwh is None or session.v2g_floor_kwh >= 0:
+        return 0.0
+    return session.max_discharge_power_w / W_PER_KW
+
+
 def session_input(session: ChargingSession) -> SessionInput:
+    """The optimiser's view of a whole session, with the safety margins applied."""
+    departure = planned_departure(session)
+    minimum: tuple[tuple[datetime, float], ...] = ()
+    if session.min_energy_kwh is not None and session.min_energy_by is not None:
+        minimum = ((min(session.min_energy_by, departure), float(session.min_energy_kwh)),)
     return SessionInput(
         key=str(session.pk),
         arrival=session.arrival_at,
-        departure=session.expected_departure_at,
-        energy_kwh=float(session.energy_requested_kwh),
+        departure=departure,
+        energy_kwh=planned_energy_kwh(session),
         max_power_kw=session.max_power_w / W_PER_KW,
+        min_power_kw=min(session.min_power_w, session.max_power_w) / W_PER_KW,
+        max_discharge_kw=max_discharge_kw(session),
+        min_energy_by=minimum,
+        flexible=session.is_flexible,
+    )
+
+
+def remaining_session_input(session: ChargingSession, *, now: datetime, delivered_kwh: float) -> SessionInput | None:
+    """For re-optimisation from `now`: a session already plugged in is planned from `now` with only the energy
+    still missing after `delivered_kwh` (and what is still missing of a minimum not yet due); None when its
+    planned stay is over. A session that has not arrived yet is planned whole."""
+    whole = session_input(session)
+    if whole.arrival >= now:
+        return whole
+    if whole.departure <= now:
+        return None
+    return replace(
+        whole,
+        arrival=now,
+        energy_kwh=max(0.0, whole.energy_kwh - delivered_kwh),
+        min_energy_by=tuple((by, max(0.0, kwh - delivered_kwh)) for by, kwh in whole.min_energy_by if by > now),
     )
 
 

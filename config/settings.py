@@ -249,6 +249,14 @@ HTTP_READ_TIMEOUT_S = float(env_str("HTTP_READ_TIMEOUT_S", "15"))
 # Aggregator cost model for pricing offers (aggregator/pricing.py).
 AGGREGATOR_COMPENSATION_EUR_PER_KWH = env_str("AGGREGATOR_COMPENSATION_EUR_PER_KWH", "0.08")
 AGGREGATOR_MARGIN_PCT = env_str("AGGREGATOR_MARGIN_PCT", "25")
+# Session estimates and safety margins (aggregator/estimates.py, aggregator/portfolio.py): plans finish this many
+# minutes before the departure (more when the departure is an estimate) and aim for more energy when it is estimated.
+AGGREGATOR_DEPARTURE_MARGIN_MINUTES = env_int("AGGREGATOR_DEPARTURE_MARGIN_MINUTES", 15)
+AGGREGATOR_ESTIMATED_DEPARTURE_MARGIN_MINUTES = env_int("AGGREGATOR_ESTIMATED_DEPARTURE_MARGIN_MINUTES", 60)
+AGGREGATOR_ESTIMATED_ENERGY_MARGIN_PCT = env_int("AGGREGATOR_ESTIMATED_ENERGY_MARGIN_PCT", 10)
+# A driver's history is used once it holds this many completed sessions (the most recent ones up to the maximum).
+AGGREGATOR_HISTORY_MIN_SESSIONS = env_int("AGGREGATOR_HISTORY_MIN_SESSIONS", 3)
+AGGREGATOR_HISTORY_MAX_SESSIONS = env_int("AGGREGATOR_HISTORY_MAX_SESSIONS", 20)
 # Our OCPI identity as Smart Charging Service Provider.
 OCPI_COUNTRY_CODE = env_str("OCPI_COUNTRY_CODE", "NL")
 OCPI_PARTY_ID = env_str("OCPI_PARTY_ID", "FLX")

@@ -15,6 +15,7 @@ from market.models import Connection, FlexOrder
 
 NOMINAL_VOLTAGE_V = 230  # phase-to-neutral voltage of the Dutch LV grid (EN 50160): A x V x phases = W
 IEC_61851_MIN_CURRENT_A = Decimal("6")  # the lowest PWM current a car must accept while charging (IEC 61851-1)
+SINGLE_PHASE_MAX_W = 7_400  # 32 A x 230 V: the most one phase delivers
 
 
 class ChargePoint(PublicIdModel):
@@ -148,15 +149,13 @@ class ChargingSession(PublicIdModel):
 
     @property
     def charging_phases(self) -> int:
-        """Phases the car charges on: as reported, else the charge point's, but a car whose maximum power is
-        below the minimum power on that many phases must be charging on fewer (a 3.7 kW car on a 3-phase EVSE)."""
+        """Phases the car charges on: as reported; else one phase for a car of at most 7.4 kW (1 x 32 A, the
+        3.7 and 7.4 kW cars of the Dutch fleet charge single-phase) and the charge point's phases above that."""
         if self.phases:
             return int(self.phases)
-        phases = int(self.charge_point.phases) if self.charge_point_id else 3
-        per_phase_min_w = float(self.min_current_a) * NOMINAL_VOLTAGE_V
-        while phases > 1 and per_phase_min_w * phases > self.max_power_w:
-            phases -= 1
-        return phases
+        if self.max_power_w <= SINGLE_PHASE_MAX_W:
+            return 1
+        return int(self.charge_point.phases) if self.charge_point_id else 3
 
     @property
     def min_power_w(self) -> int:
