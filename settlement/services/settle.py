@@ -327,13 +327,22 @@ class StatementIssueResult:
     unchanged_orders: int = 0
 
 
-def _copy_sql(model: Any, *, set_columns: dict[str, str], where: str) -> str:
-    """INSERT ... SELECT copying rows of `model` (every concrete column but the key, some replaced)."""
+def _copy_sql(model: Any, *, set_values: dict[str, Any], set_columns: dict[str, str], where: str
+              ) -> tuple[str, list[Any]]:
+    """INSERT ... SELECT copying rows of `model`: every concrete column but the key, some set to a parameter
+    (`set_values`) or an expression (`set_columns`). Returns the SQL and the parameters of its SELECT list."""
     columns = [f.column for f in model._meta.concrete_fields if not f.primary_key]
     table = model._meta.db_table
-    select = [set_columns.get(column, f"src.{column}") for column in columns]
+    select, params = [], []
+    for column in columns:
+        if column in set_values:
+            select.append("%s")
+            params.append(set_values[column])
+        else:
+            select.append(set_columns.get(column, f"src.{column}"))
     # Note: table and column names come from the model's own metadata; every value is a query parameter.
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(select)} FROM {table} src {where}"  # noqa: S608
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(select)} FROM {table} src {where}"  # noqa: S608
+    return sql, params
 
 
 def _db(model: Any, pk: Any) -> Any:
@@ -350,18 +359,18 @@ def _carry_over(*, previous: Statement, new: Statement, exclude_order_ids: Itera
     not_in = f"AND src.flex_order_id NOT IN ({', '.join(['%s'] * len(excluded))})" if excluded else ""
     new_pk, previous_pk = _db(Statement, new.pk), _db(Statement, previous.pk)
     with db_connection.cursor() as cursor:
-        cursor.execute(
-            _copy_sql(OrderSettlement, set_columns={"statement_id": "%s", "created_at": "%s", "updated_at": "%s"},
-                      where=f"WHERE src.statement_id = %s {not_in}"),
-            [new_pk, now, now, previous_pk, *excluded],
-        )
+        sql, params = _copy_sql(OrderSettlement, set_values={"statement_id": new_pk, "created_at": now,
+                                                             "updated_at": now},
+                                set_columns={}, where=f"WHERE src.statement_id = %s {not_in}")
+        cursor.execute(sql, [*params, previous_pk, *excluded])
         copied = cursor.rowcount
         pair_join = (f"JOIN {os_table} old ON old.id = src.order_settlement_id "
                      f"JOIN {os_table} cur ON cur.flex_order_id = old.flex_order_id AND cur.statement_id = %s "
                      f"WHERE old.statement_id = %s {not_in.replace('src.', 'old.')}")
         for model in (SettlementLine, SessionReward):
-            cursor.execute(_copy_sql(model, set_columns={"order_settlement_id": "cur.id"}, where=pair_join),
-                           [new_pk, previous_pk, *excluded])
+            sql, params = _copy_sql(model, set_values={}, set_columns={"order_settlement_id": "cur.id"},
+                                    where=pair_join)
+            cursor.execute(sql, [*params, new_pk, previous_pk, *excluded])
     return copied
 
 
