@@ -3,7 +3,13 @@
 Callers import from `settlement.services`; each module owns its concern.
 """
 
-from settlement.services.meter_data import ImportResult, MeterReadingRow, meter_readings_import
+from settlement.services.meter_data import (
+    ImportResult,
+    MeterReadingRow,
+    meter_csv_import,
+    meter_readings_import,
+    meter_rows_import,
+)
 from settlement.services.settle import (
     SETTLEMENT_LOOKBACK_DAYS,
     StatementIssueResult,
@@ -18,7 +24,9 @@ __all__ = [
     "ImportResult",
     "MeterReadingRow",
     "StatementIssueResult",
+    "meter_csv_import",
     "meter_readings_import",
+    "meter_rows_import",
     "settle_day",
     "settle_due",
     "settle_range",

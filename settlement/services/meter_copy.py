@@ -1,0 +1,300 @@
+"""The PostgreSQL engine of meter data in: COPY into a staging table, then set-based SQL (same rules and
+results as the Python engine in meter_data; see meter_rules for the rules).
+
+1. COPY the CSV (header checked and skipped) into a TEMP staging table, kWh and quality typed, EAN and ISP start
+   as text; a sequence numbers the rows. A file PostgreSQL cannot type (a word where a number belongs, a line
+   with the wrong number of fields) is copied again line by line, and split and checked in SQL, so every row
+   still gets its own verdict.
+2. One INSERT ... SELECT classifies every row (rules 1-6 as CASE over plain string/number tests, joined with
+   the sender's connections) and inserts the valid ones, ON CONFLICT DO NOTHING; its RETURNING rows are
+   aggregated into per-connection spans (for the gap check) without leaving the server.
+3. If every row went in, that was all (a clean delivery of new data: one pass). Otherwise the rejections are
+   written by SQL, and if valid rows collided (a duplicate in the file, or readings stored before), the
+   duplicates are refused, equal rows counted unchanged and differing ones become new versions: history rows
+   for the old values and one UPDATE, all set-based.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.db import connection, transaction
+
+from market.models import CongestionPoint, Connection, Participant
+from settlement.models import (
+    ConnectionCapacity,
+    MeterImportBatch,
+    MeterImportRejection,
+    MeterReading,
+    MeterReadingVersion,
+)
+from settlement.models.meter import DEFAULT_CONNECTION_LIMIT_KW
+from settlement.services.meter_rules import AWARE_SHAPES, DETAIL, MIN_YEAR, NAIVE_SHAPES, MergeCounts, Reason, Span
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class CopyOutcome:
+    received: int
+    rejected: int
+    counts: MergeCounts
+    spans: dict[str, Span] = field(default_factory=dict)
+    fallback: bool = False
+    stage_s: float = 0.0
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join("'" + value + "'" for value in values)
+
+
+# Rule 1/2 for the ISP start, as meter_rules.isp_text_shape: 'aware', 'naive' or 'bad'. Nested CASEs keep the
+# casts behind the shape test (AND does not promise an order of evaluation).
+_DIGITS = "translate(s.isp, '123456789', '000000000')"
+_RANGES = (
+    f"substr(s.isp, 6, 2) BETWEEN '01' AND '12' AND substr(s.isp, 9, 2) BETWEEN '01' AND '31' "
+    f"AND substr(s.isp, 12, 2) <= '23' AND substr(s.isp, 15, 2) <= '59' AND substr(s.isp, 18, 2) <= '59' "
+    f"AND substr(s.isp, 1, 4) >= '{MIN_YEAR}' "
+    f"AND (length(s.isp) <> 25 OR (substr(s.isp, 21, 2) <= '14' AND substr(s.isp, 24, 2) <= '59'))"
+)
+_LAST_DAY = ("substr(s.isp, 9, 2)::int <= extract(day FROM (substr(s.isp, 1, 8) || '01')::date "
+             "+ interval '1 month' - interval '1 day')")
+ISP_KIND = f"""CASE
+    WHEN s.isp IS NULL THEN 'bad'
+    WHEN {_DIGITS} IN ({_quoted(AWARE_SHAPES)}, {_quoted(NAIVE_SHAPES)}) THEN
+        CASE WHEN NOT ({_RANGES}) THEN 'bad'
+             WHEN substr(s.isp, 9, 2) > '28' AND NOT ({_LAST_DAY}) THEN 'bad'
+             WHEN {_DIGITS} IN ({_quoted(NAIVE_SHAPES)}) THEN 'naive'
+             ELSE 'aware' END
+    ELSE 'bad' END"""
+
+_NOT_FINITE = "('NaN', 'Infinity', '-Infinity')"
+REASON = f"""CASE
+    WHEN k.ean IS NULL OR k.ean = '' OR k.kwh_import IS NULL OR k.kwh_export IS NULL OR k.quality IS NULL
+         OR k.quality NOT IN (0, 1) OR k.kwh_import IN {_NOT_FINITE} OR k.kwh_export IN {_NOT_FINITE}
+         OR scale(k.kwh_import) > 3 OR scale(k.kwh_export) > 3 OR k.isp_kind = 'bad' THEN '{Reason.MALFORMED}'
+    WHEN k.isp_kind = 'naive' THEN '{Reason.NAIVE_DATETIME}'
+    WHEN c.ean IS NULL THEN '{Reason.UNKNOWN_CONNECTION}'
+    WHEN mod(extract(epoch FROM k.isp::timestamptz)::numeric, 900) <> 0 THEN '{Reason.ISP_NOT_ALIGNED}'
+    WHEN k.kwh_import < 0 OR k.kwh_export < 0 THEN '{Reason.NEGATIVE_ENERGY}'
+    WHEN k.kwh_import > c.limit_kwh OR k.kwh_export > c.limit_kwh THEN '{Reason.IMPLAUSIBLE_ENERGY}'
+    END"""
+
+# Every staged row with its ISP shape and verdict (OFFSET 0 keeps the shape computed once per row).
+CLASSIFIED = f"""
+SELECT k.row_number, k.ean, k.isp, k.kwh_import, k.kwh_export, k.quality, {REASON} AS reason
+FROM (SELECT s.*, {ISP_KIND} AS isp_kind FROM meter_stage s OFFSET 0) k
+LEFT JOIN meter_conn c ON c.ean = k.ean
+"""
+
+
+def _detail_case() -> str:
+    whens = " ".join(f"WHEN '{reason}' THEN %s" for reason in DETAIL)
+    return f"CASE reason {whens} END"
+
+
+def _one(cursor: psycopg.Cursor) -> tuple[Any, ...]:
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row
+
+
+def _chunks(path: Path, progress: object, total: int, skip_header: bool = True) -> Iterator[bytes]:
+    done = 0
+    with path.open("rb") as handle:
+        if skip_header:
+            done += len(handle.readline())
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            done += len(chunk)
+            if callable(progress):
+                progress("copy", done, total)
+            yield chunk
+
+
+SCRATCH_TABLES = ("meter_stage", "meter_conn", "meter_lines", "meter_spans", "meter_valid", "meter_dups", "meter_prior")
+
+
+def _scratch_drop(cursor: psycopg.Cursor) -> None:
+    """Temp tables go at commit anyway; dropping them frees the space at once and lets a second import run
+    in the same transaction."""
+    cursor.execute(f"DROP TABLE IF EXISTS {', '.join(SCRATCH_TABLES)}")
+    cursor.execute("DROP SEQUENCE IF EXISTS meter_stage_rows")
+
+
+def _stage_create(cursor: psycopg.Cursor, scope: Participant | None) -> None:
+    _scratch_drop(cursor)
+    cursor.execute("CREATE TEMP SEQUENCE meter_stage_rows")
+    cursor.execute("""CREATE TEMP TABLE meter_stage (
+        row_number bigint NOT NULL DEFAULT nextval('meter_stage_rows'), ean text, isp text,
+        kwh_import numeric, kwh_export numeric, quality smallint) ON COMMIT DROP""")
+    limit_sql = f"coalesce(cap.max_power_kw, %s) * {0.25}"
+    dso_join = ""
+    params: list[object] = [DEFAULT_CONNECTION_LIMIT_KW]
+    if scope is not None:
+        dso_join = (f"JOIN {CongestionPoint._meta.db_table} p ON p.id = c.congestion_point_id AND p.dso_id = %s")
+        params.append(scope.pk)
+    cursor.execute(
+        f"""CREATE TEMP TABLE meter_conn ON COMMIT DROP AS
+            SELECT c.ean::text AS ean, {limit_sql} AS limit_kwh FROM {Connection._meta.db_table} c {dso_join}
+            LEFT JOIN {ConnectionCapacity._meta.db_table} cap ON cap.connection_id = c.ean""",
+        params,
+    )
+    cursor.execute("ALTER TABLE meter_conn ADD PRIMARY KEY (ean)")
+    cursor.execute("ANALYZE meter_conn")
+
+
+def _copy_typed(cursor: psycopg.Cursor, path: Path, progress: object, total: int) -> int:
+    with cursor.copy("COPY meter_stage (ean, isp, kwh_import, kwh_export, quality) FROM STDIN (FORMAT csv)") as copy:
+        for chunk in _chunks(path, progress, total):
+            copy.write(chunk)
+    return cursor.rowcount
+
+
+def _copy_lines(cursor: psycopg.Cursor, path: Path, progress: object, total: int) -> int:
+    """The careful path: every line as one text value (no quoting, no escapes), split and typed in SQL."""
+    cursor.execute("ALTER SEQUENCE meter_stage_rows RESTART WITH 1")
+    cursor.execute("""CREATE TEMP TABLE meter_lines (
+        row_number bigint NOT NULL DEFAULT nextval('meter_stage_rows'), line text) ON COMMIT DROP""")
+    with cursor.copy("COPY meter_lines (line) FROM STDIN (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')") as copy:
+        for chunk in _chunks(path, progress, total):
+            copy.write(chunk.replace(b"\r", b""))  # mixed line endings: COPY holds to the first line's
+    number = r"'^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,4})?\s*$'"
+    cursor.execute(f"""
+        INSERT INTO meter_stage (row_number, ean, isp, kwh_import, kwh_export, quality)
+        SELECT row_number, btrim(f[1], '"'), btrim(f[2], '"'),
+               CASE WHEN btrim(f[3], '"') ~ {number} THEN btrim(f[3], '"')::numeric END,
+               CASE WHEN btrim(f[4], '"') ~ {number} THEN btrim(f[4], '"')::numeric END,
+               CASE WHEN btrim(f[5], ' "') ~ '^[+-]?\\d{{1,4}}$' THEN btrim(f[5], ' "')::smallint END
+        FROM (SELECT row_number, string_to_array(line, ',') AS f FROM meter_lines
+              WHERE line IS NOT NULL AND btrim(line, E' \\r') <> '') x
+        WHERE array_length(f, 1) = 5""")
+    cursor.execute("SELECT count(*) FROM meter_lines WHERE line IS NOT NULL AND btrim(line, E' \\r') <> ''")
+    return int(_one(cursor)[0])
+
+
+def copy_import(*, batch: MeterImportBatch, path: Path, scope: Participant | None, progress: object = None
+                ) -> CopyOutcome:
+    """Run the PostgreSQL engine for one CSV file inside the caller's transaction."""
+    total = path.stat().st_size
+    started = time.perf_counter()
+    fallback = False
+    with connection.cursor() as wrapper:
+        cursor: psycopg.Cursor = wrapper.cursor  # the psycopg 3 cursor: COPY needs it
+        _stage_create(cursor, scope)
+        try:
+            with transaction.atomic():
+                received = _copy_typed(cursor, path, progress, total)
+        except psycopg.errors.DataError:
+            fallback = True
+            received = _copy_lines(cursor, path, progress, total)
+        stage_s = time.perf_counter() - started
+        cursor.execute("ANALYZE meter_stage")
+        if callable(progress):
+            progress("merge", 0, received)
+        # One pass for a clean delivery: insert what is valid, keep per-connection spans of what went in.
+        cursor.execute(f"""
+            CREATE TEMP TABLE meter_spans ON COMMIT DROP AS
+            WITH inserted AS (
+                INSERT INTO {MeterReading._meta.db_table}
+                    (connection_id, isp_start, kwh_import, kwh_export, quality, version, batch_id, received_at)
+                SELECT v.ean, v.isp::timestamptz, v.kwh_import, v.kwh_export, v.quality, 1, %s, now()
+                FROM ({CLASSIFIED}) v WHERE v.reason IS NULL
+                ON CONFLICT (connection_id, isp_start) DO NOTHING
+                RETURNING connection_id, isp_start)
+            SELECT connection_id AS ean, min(isp_start) AS first, max(isp_start) AS last, count(*) AS n
+            FROM inserted GROUP BY connection_id""", [batch.pk])
+        cursor.execute("SELECT coalesce(sum(n), 0) FROM meter_spans")
+        inserted = int(_one(cursor)[0])
+        counts = MergeCounts(accepted=inserted)
+        rejected = 0
+        if inserted < received:
+            rejected = _rejections_insert(cursor, batch)
+            if inserted + rejected < received:
+                rejected += _collisions_merge(cursor, batch, counts)
+        cursor.execute("SELECT ean, first, last, n FROM meter_spans")
+        spans = {ean: (first, last, int(n)) for ean, first, last, n in cursor.fetchall()}
+        _scratch_drop(cursor)
+    return CopyOutcome(received=received, rejected=rejected, counts=counts, spans=spans, fallback=fallback,
+                       stage_s=stage_s)
+
+
+def _rejections_insert(cursor: psycopg.Cursor, batch: MeterImportBatch) -> int:
+    rejection_table = MeterImportRejection._meta.db_table
+    cursor.execute(f"""
+        INSERT INTO {rejection_table} (batch_id, row_number, connection_ean, isp_start, reason, detail)
+        SELECT %s, row_number, left(coalesce(ean, ''), 64), left(coalesce(isp, ''), 64), reason, {_detail_case()}
+        FROM ({CLASSIFIED}) v WHERE v.reason IS NOT NULL""", [batch.pk, *DETAIL.values()])
+    count = cursor.rowcount
+    if _has_lines(cursor):
+        # Lines with the wrong number of fields never reached the staging table: malformed as they stand.
+        cursor.execute(f"""
+            INSERT INTO {rejection_table} (batch_id, row_number, connection_ean, isp_start, reason, detail)
+            SELECT %s, l.row_number, left(coalesce(btrim(split_part(l.line, ',', 1), '"'), ''), 64),
+                   left(coalesce(btrim(split_part(l.line, ',', 2), '"'), ''), 64), %s, %s
+            FROM meter_lines l
+            WHERE l.line IS NOT NULL AND btrim(l.line, E' \\r') <> ''
+              AND NOT EXISTS (SELECT 1 FROM meter_stage s WHERE s.row_number = l.row_number)""",
+                       [batch.pk, Reason.MALFORMED, DETAIL[Reason.MALFORMED]])
+        count += cursor.rowcount
+    return count
+
+
+def _has_lines(cursor: psycopg.Cursor) -> bool:
+    cursor.execute("SELECT to_regclass('pg_temp.meter_lines') IS NOT NULL")
+    return bool(_one(cursor)[0])
+
+
+def _collisions_merge(cursor: psycopg.Cursor, batch: MeterImportBatch, counts: MergeCounts) -> int:
+    """Valid rows that did not go in: duplicates in the file (refused, with the copy that did go in), rows equal
+    to the stored reading (unchanged) and corrections (new version, old one to history). Returns duplicates."""
+    readings, versions = MeterReading._meta.db_table, MeterReadingVersion._meta.db_table
+    cursor.execute(f"""
+        CREATE TEMP TABLE meter_valid ON COMMIT DROP AS
+        SELECT v.row_number, v.ean, v.isp, v.isp::timestamptz AS isp_start, v.kwh_import, v.kwh_export, v.quality
+        FROM ({CLASSIFIED}) v WHERE v.reason IS NULL""")
+    cursor.execute("""CREATE TEMP TABLE meter_dups ON COMMIT DROP AS
+        SELECT ean, isp_start FROM meter_valid GROUP BY ean, isp_start HAVING count(*) > 1""")
+    cursor.execute(f"""
+        INSERT INTO {MeterImportRejection._meta.db_table} (batch_id, row_number, connection_ean, isp_start, reason,
+                                                           detail)
+        SELECT %s, v.row_number, left(v.ean, 64), left(v.isp, 64), %s, %s
+        FROM meter_valid v JOIN meter_dups d ON d.ean = v.ean AND d.isp_start = v.isp_start""",
+                   [batch.pk, Reason.DUPLICATE_IN_FILE, DETAIL[Reason.DUPLICATE_IN_FILE]])
+    duplicates = cursor.rowcount
+    cursor.execute(f"""DELETE FROM {readings} m USING meter_dups d
+        WHERE m.connection_id = d.ean AND m.isp_start = d.isp_start AND m.batch_id = %s""", [batch.pk])
+    cursor.execute("""DELETE FROM meter_valid v USING meter_dups d
+        WHERE v.ean = d.ean AND v.isp_start = d.isp_start""")
+    cursor.execute(f"""
+        CREATE TEMP TABLE meter_prior ON COMMIT DROP AS
+        SELECT m.id, v.kwh_import, v.kwh_export, v.quality,
+               (m.kwh_import, m.kwh_export, m.quality) IS NOT DISTINCT FROM (v.kwh_import, v.kwh_export, v.quality)
+                   AS same
+        FROM meter_valid v JOIN {readings} m ON m.connection_id = v.ean AND m.isp_start = v.isp_start
+        WHERE m.batch_id IS DISTINCT FROM %s""", [batch.pk])
+    cursor.execute(f"""
+        INSERT INTO {versions} (connection_id, isp_start, version, kwh_import, kwh_export, quality, batch_id,
+                                received_at, superseded_by_id, superseded_at)
+        SELECT m.connection_id, m.isp_start, m.version, m.kwh_import, m.kwh_export, m.quality, m.batch_id,
+               m.received_at, %s, now()
+        FROM meter_prior p JOIN {readings} m ON m.id = p.id WHERE NOT p.same""", [batch.pk])
+    cursor.execute(f"""
+        UPDATE {readings} m SET kwh_import = p.kwh_import, kwh_export = p.kwh_export, quality = p.quality,
+               version = m.version + 1, batch_id = %s, received_at = now()
+        FROM meter_prior p WHERE m.id = p.id AND NOT p.same""", [batch.pk])
+    cursor.execute("SELECT count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT same) FROM meter_prior")
+    unchanged, corrected = _one(cursor)
+    cursor.execute("SELECT count(*) FROM meter_valid")
+    valid = int(_one(cursor)[0])
+    counts.unchanged, counts.corrected = int(unchanged), int(corrected)
+    counts.accepted = valid - counts.unchanged - counts.corrected
+    cursor.execute("DROP TABLE meter_spans")
+    cursor.execute("""CREATE TEMP TABLE meter_spans ON COMMIT DROP AS
+        SELECT ean, min(isp_start) AS first, max(isp_start) AS last, count(*) AS n FROM meter_valid GROUP BY ean""")
+    return duplicates
