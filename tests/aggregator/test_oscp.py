@@ -43,11 +43,11 @@ from tests.peers.oscp.support import (
     TZ,
     blocks_per_isp,
     day_before,
+    fp_stub_fixture,  # noqa: F401 - fixture "fp_stub"
     make_group,
     make_peer,
-    send_spy,  # noqa: F401 - fixture
+    send_spy_fixture,  # noqa: F401 - fixture "send_spy"
 )
-from tests.support.stub_server import stub_server  # noqa: F401 - fixture
 
 Message = OscpOutboundMessage
 Status = OscpOutboundMessage.Status
@@ -371,15 +371,15 @@ def test_a_heartbeat_keeps_the_peer_online_and_its_silence_raises_one_alert(worl
     assert "is offline" in caplog.text
 
 
-def test_heartbeats_go_out_at_the_interval_the_peer_asked_for(world, stub_server, send_spy,
+def test_heartbeats_go_out_at_the_interval_the_peer_asked_for(world, fp_stub, send_spy,
                                                                django_capture_on_commit_callbacks):
-    stub_server.respond("/fp/heartbeat", status=204)
-    peer = make_peer(world, base_url=stub_server.url("/fp"), heartbeat_interval=30)
+    fp_stub.respond("/fp/heartbeat", status=204)
+    make_peer(world, base_url=fp_stub.url("/fp"), heartbeat_interval=30)
     silent = make_peer(world, heartbeat_interval=None)
     now = datetime(2026, 3, 1, 12, tzinfo=TZ)
     with at(now), django_capture_on_commit_callbacks(execute=True):
         assert oscp_services.heartbeats_due_send() == 1
-    (sent,) = stub_server.requests_to("/fp/heartbeat")
+    (sent,) = fp_stub.requests_to("/fp/heartbeat")
     assert sent.json() == {"offline_mode_at": "2026-03-01T11:01:00Z"}  # now + 2 x 30 s, UTC
     assert sent.headers["authorization"] == f"Token {TOKEN_FOR_PEER}" and sent.headers["x-request-id"]
     with at(now + timedelta(seconds=29)):
@@ -445,9 +445,9 @@ def test_an_adjustment_is_refused_where_the_point_is_congested(world, tomorrow, 
 
 
 @pytest.fixture
-def queued_forecast(world, stub_server):
+def queued_forecast(world, fp_stub):
     """A CONSUMPTION forecast for 2026-03-02 queued to a peer served by the stub server (not sent yet)."""
-    group = make_group(world, make_peer(world, base_url=stub_server.url("/fp")))
+    group = make_group(world, make_peer(world, base_url=fp_stub.url("/fp")))
     with at(day_before(date(2026, 3, 2))), mock.patch("aggregator.oscp.services._enqueue_send"):
         consumption, fallback = oscp_dispatch.group_forecast_queue(group=group, day=date(2026, 3, 2))
     Message.objects.filter(pk=fallback.pk).update(status=Status.SENT)  # these tests follow one message
@@ -457,12 +457,12 @@ def queued_forecast(world, stub_server):
 NOW = day_before(date(2026, 3, 2))
 
 
-def test_a_forecast_is_sent_with_the_headers_of_the_brief(queued_forecast, stub_server, send_spy):
-    stub_server.respond("/fp/update_group_capacity_forecast", status=204)
+def test_a_forecast_is_sent_with_the_headers_of_the_brief(queued_forecast, fp_stub, send_spy):
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=204)
     with at(NOW):
         message = oscp_services.message_send(message_id=queued_forecast.pk)
     assert message.status == Status.SENT and message.http_status == 204 and message.attempts == 1
-    (request,) = stub_server.requests
+    (request,) = fp_stub.requests
     assert request.method == "POST"
     assert request.headers["authorization"] == f"Token {TOKEN_FOR_PEER}"  # raw token, no Base64
     assert request.headers["x-request-id"] == str(message.pk)
@@ -471,24 +471,24 @@ def test_a_forecast_is_sent_with_the_headers_of_the_brief(queued_forecast, stub_
     assert len(send_spy.to(FORECAST)) == 1
 
 
-def test_sending_twice_sends_once(queued_forecast, stub_server):
-    stub_server.respond("/fp/update_group_capacity_forecast", status=204)
+def test_sending_twice_sends_once(queued_forecast, fp_stub):
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=204)
     with at(NOW):
         oscp_services.message_send(message_id=queued_forecast.pk)
         again = oscp_services.message_send(message_id=queued_forecast.pk)
-    assert again.status == Status.SENT and len(stub_server.requests) == 1
+    assert again.status == Status.SENT and len(fp_stub.requests) == 1
 
 
 @pytest.mark.parametrize("fault", ["500", "timeout", "garbage", "down"])
-def test_a_transient_failure_backs_off_and_is_retried_by_the_sweep(queued_forecast, stub_server, settings, fault):
+def test_a_transient_failure_backs_off_and_is_retried_by_the_sweep(queued_forecast, fp_stub, settings, fault):
     settings.HTTP_READ_TIMEOUT_S = 0.2
     path = "/fp/update_group_capacity_forecast"
     if fault == "500":
-        stub_server.respond(path, status=500, body="boom")
+        fp_stub.respond(path, status=500, body="boom")
     elif fault == "timeout":
-        stub_server.respond(path, status=204, delay_s=1.0)
+        fp_stub.respond(path, status=204, delay_s=1.0)
     elif fault == "garbage":
-        stub_server.respond(path, status=302, body="<html>moved</html>")
+        fp_stub.respond(path, status=302, body="<html>moved</html>")
     else:
         OscpPeer.objects.update(base_url="http://127.0.0.1:9/fp")  # nothing listens on the discard port
     with at(NOW):
@@ -497,8 +497,8 @@ def test_a_transient_failure_backs_off_and_is_retried_by_the_sweep(queued_foreca
         assert NOW < message.next_attempt_at <= NOW + timedelta(seconds=2)  # attempt 1: up to 2 s, jittered
         with mock.patch("aggregator.oscp.services._enqueue_send") as enqueue:
             assert oscp_services.outbox_sweep() == 0  # not due yet
-    OscpPeer.objects.update(base_url=stub_server.url("/fp"))
-    stub_server.respond(path, status=204)
+    OscpPeer.objects.update(base_url=fp_stub.url("/fp"))
+    fp_stub.respond(path, status=204)
     with at(message.next_attempt_at):
         assert oscp_services.outbox_sweep() == 1  # eager: sends at once
     queued_forecast.refresh_from_db()
@@ -506,10 +506,10 @@ def test_a_transient_failure_backs_off_and_is_retried_by_the_sweep(queued_foreca
     assert enqueue.call_count == 0
 
 
-def test_retries_end_in_a_dead_letter_that_the_operator_can_retry(queued_forecast, stub_server, settings, admin_client,
+def test_retries_end_in_a_dead_letter_that_the_operator_can_retry(queued_forecast, fp_stub, settings, admin_client,
                                                                    django_capture_on_commit_callbacks):
     settings.OSCP_MAX_SEND_ATTEMPTS = 3
-    stub_server.respond("/fp/update_group_capacity_forecast", status=503)
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=503)
     clock_at = NOW
     for attempt in range(1, 4):
         with at(clock_at):
@@ -517,9 +517,9 @@ def test_retries_end_in_a_dead_letter_that_the_operator_can_retry(queued_forecas
         assert message.attempts == attempt
         clock_at = message.next_attempt_at or clock_at
     assert message.status == Status.DEAD_LETTER and message.next_attempt_at is None
-    assert len(stub_server.requests) == 3
+    assert len(fp_stub.requests) == 3
 
-    stub_server.respond("/fp/update_group_capacity_forecast", status=204)
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=204)
     changelist = reverse("admin:aggregator_oscpoutboundmessage_changelist")
     assert admin_client.get(changelist + "?status=DEAD_LETTER").status_code == 200
     with at(NOW), django_capture_on_commit_callbacks(execute=True):
@@ -529,18 +529,18 @@ def test_retries_end_in_a_dead_letter_that_the_operator_can_retry(queued_forecas
     assert message.status == Status.SENT and message.attempts == 1
 
 
-def test_a_permanent_refusal_fails_at_once(queued_forecast, stub_server):
-    stub_server.respond("/fp/update_group_capacity_forecast", status=400, json={"message": "unknown group_id"})
+def test_a_permanent_refusal_fails_at_once(queued_forecast, fp_stub):
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=400, json={"message": "unknown group_id"})
     with at(NOW):
         message = oscp_services.message_send(message_id=queued_forecast.pk)
         assert oscp_services.outbox_sweep() == 0
     assert message.status == Status.FAILED and message.http_status == 400
-    assert "unknown group_id" in message.last_error and len(stub_server.requests) == 1
+    assert "unknown group_id" in message.last_error and len(fp_stub.requests) == 1
 
 
-def test_an_older_forecast_never_lands_after_a_newer_one(queued_forecast, stub_server):
+def test_an_older_forecast_never_lands_after_a_newer_one(queued_forecast, fp_stub):
     """A retried older forecast whose newer replacement exists is superseded at send time, not sent."""
-    stub_server.respond("/fp/update_group_capacity_forecast", status=500)
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=500)
     with at(NOW):
         oscp_services.message_send(message_id=queued_forecast.pk)  # transient failure: PENDING again
     group = queued_forecast.group
@@ -549,15 +549,15 @@ def test_an_older_forecast_never_lands_after_a_newer_one(queued_forecast, stub_s
     queued_forecast.refresh_from_db()
     assert queued_forecast.status == Status.SUPERSEDED  # superseded while waiting for its retry
     Message.objects.filter(pk=queued_forecast.pk).update(status=Status.PENDING)  # as if a retry raced the new one
-    stub_server.respond("/fp/update_group_capacity_forecast", status=204)
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=204)
     with at(NOW + timedelta(minutes=10)):
         assert oscp_services.message_send(message_id=queued_forecast.pk).status == Status.SUPERSEDED
         assert oscp_services.message_send(message_id=newer.pk).status == Status.SENT
-    assert len(stub_server.requests_to("/fp/update_group_capacity_forecast")) == 2  # first failure + newer
+    assert len(fp_stub.requests_to("/fp/update_group_capacity_forecast")) == 2  # first failure + newer
 
 
-def test_a_message_whose_worker_died_is_handed_out_again(queued_forecast, stub_server):
-    stub_server.respond("/fp/update_group_capacity_forecast", status=204)
+def test_a_message_whose_worker_died_is_handed_out_again(queued_forecast, fp_stub):
+    fp_stub.respond("/fp/update_group_capacity_forecast", status=204)
     Message.objects.filter(pk=queued_forecast.pk).update(status=Status.SENDING, attempts=1, updated_at=NOW)
     with at(NOW + timedelta(minutes=1)):
         assert oscp_services.outbox_sweep() == 0  # could still be in flight
@@ -566,13 +566,13 @@ def test_a_message_whose_worker_died_is_handed_out_again(queued_forecast, stub_s
     queued_forecast.refresh_from_db()
     assert queued_forecast.status == Status.SENT and queued_forecast.attempts == 2
     # Same X-Request-ID as the first try: the peer can tell it is a repeat.
-    assert stub_server.requests[0].headers["x-request-id"] == str(queued_forecast.pk)
+    assert fp_stub.requests[0].headers["x-request-id"] == str(queued_forecast.pk)
 
 
-def test_a_forecast_whose_blocks_are_all_over_is_not_replayed(queued_forecast, stub_server):
+def test_a_forecast_whose_blocks_are_all_over_is_not_replayed(queued_forecast, fp_stub):
     with at(datetime(2026, 3, 3, 0, 5, tzinfo=TZ)):
         message = oscp_services.message_send(message_id=queued_forecast.pk)
-    assert message.status == Status.EXPIRED and not stub_server.requests
+    assert message.status == Status.EXPIRED and not fp_stub.requests
 
 
 def test_a_compliance_error_can_be_acknowledged_in_the_admin(world, admin_client):

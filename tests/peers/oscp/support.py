@@ -17,6 +17,7 @@ from aggregator.models.oscp import token_digest
 from common import isp as isp_time
 from tests.factories import ChargePointFactory, ChargePointOperatorFactory
 from tests.peers.oscp.schemas import assert_valid, schemas_available
+from tests.support.stub_server import StubServer
 
 TOKEN_FROM_PEER = "peer-calls-us-with-this-token-0001"  # the token we issued (stored as a digest)
 TOKEN_FOR_PEER = "we-call-the-peer-with-this-token-0002"
@@ -47,8 +48,8 @@ class SendSpy:
         return [message for message in self.sent if message.endpoint == endpoint]
 
 
-@pytest.fixture
-def send_spy(monkeypatch) -> SendSpy:
+@pytest.fixture(name="send_spy")
+def send_spy_fixture(monkeypatch) -> SendSpy:
     spy = SendSpy()
     real_send = protocol.send
 
@@ -63,6 +64,13 @@ def send_spy(monkeypatch) -> SendSpy:
 
     monkeypatch.setattr(protocol, "send", send)
     return spy
+
+
+@pytest.fixture(name="fp_stub")
+def fp_stub_fixture():
+    """A StubServer standing in for a Flexibility Provider."""
+    with StubServer() as server:
+        yield server
 
 
 def make_peer(world, *, base_url: str = "http://127.0.0.1:9/oscp/fp/2.0", mode: str = DispatchMode.OSCP,
