@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from aggregator.models import ChargePoint, ChargingProfileCommand, ChargingSession, SessionSchedule
+from aggregator.models import ChargePoint, ChargingProfileCommand, ChargingSession, Driver, SessionSchedule
 from common import isp as isp_time
 from market import selectors as market_selectors
 from market.models import CongestionPoint, FlexOrder, Participant
@@ -97,3 +97,13 @@ def aggregator_has_charge_points(*, aggregator: Participant) -> bool:
 
 def commands_for_order(*, flex_order: FlexOrder) -> QuerySet[ChargingProfileCommand]:
     return ChargingProfileCommand.objects.filter(flex_order=flex_order).select_related("session", "cpo")
+
+
+def drivers_of(*, aggregator: Participant) -> QuerySet[Driver]:
+    return Driver.objects.filter(aggregator=aggregator).prefetch_related("tokens")
+
+
+def sessions_of(*, aggregator: Participant) -> QuerySet[ChargingSession]:
+    """Every session at our CPOs' charge points (the tenant wall of the sessions API)."""
+    return ChargingSession.objects.filter(charge_point__cpo__aggregator=aggregator).select_related(
+        "charge_point", "charge_point__connection__congestion_point")

@@ -48,3 +48,18 @@ def send_order_commands_task(self, flex_order_id: str) -> dict[str, int]:  # typ
         countdown = min(600, 2 ** self.request.retries * 5) * (0.5 + random.random())  # noqa: S311
         raise self.retry(countdown=countdown)
     return counts
+
+
+@shared_task(bind=True, acks_late=True, max_retries=3)
+def reoptimise_congestion_point_task(  # type: ignore[no-untyped-def]
+    self, congestion_point_id: str, aggregator_id: str, reason: str
+) -> dict[str, object]:
+    """Re-plan one congestion point's sessions from now on (a session arrived or ended, a driver boosted, a
+    profile was rejected). Safe to repeat: each run plans from the current state and time."""
+    from aggregator.services import congestion_point_reoptimise
+    from market.models import CongestionPoint, Participant
+
+    congestion_point = CongestionPoint.objects.get(pk=congestion_point_id)
+    aggregator = Participant.objects.get(pk=aggregator_id)
+    return congestion_point_reoptimise(aggregator=aggregator, congestion_point=congestion_point,
+                                       reason=reason).__dict__

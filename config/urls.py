@@ -20,6 +20,7 @@ urlpatterns = [
     path("portal/", include((market_portal_urls + settlement_portal_urls, "portal"))),
     path("api/v1/market/", include("market.urls")),
     path("api/v1/settlement/", include("settlement.urls")),
+    path("api/v1/aggregator/", include("aggregator.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("ocpi/", include("aggregator.ocpi_urls")),

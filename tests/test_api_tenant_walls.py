@@ -20,6 +20,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from aggregator import services as aggregator_services
+from aggregator.models import ChargingSession, Driver
 from common import isp as isp_time
 from common import time as clock
 from market import services
@@ -39,7 +41,14 @@ from market.services import IspPower
 from settlement.models import OrderSettlement, SettlementLine, Statement
 from tests.builders import make_offer, make_prognosis, make_request
 from tests.conftest import World, api_client_for
-from tests.factories import AggregatorConnectionFactory, CongestionPointFactory, ConnectionFactory
+from tests.factories import (
+    AggregatorConnectionFactory,
+    ChargePointFactory,
+    ChargePointOperatorFactory,
+    ChargingSessionFactory,
+    CongestionPointFactory,
+    ConnectionFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +78,8 @@ class Owned:
     statement: Statement
     voltflex_key: ApiKey
     gridco_key: ApiKey
+    driver: Any = None  # Voltflex's driver and a session of theirs behind `point` (aggregator API)
+    charging_session: Any = None
 
     def secrets(self, world: World, caller: Participant) -> set[str]:
         """Strings that must never reach `caller`: ids, references and EANs of what it may not see."""
@@ -77,6 +88,10 @@ class Owned:
                                          self.gridco_key)}
         found |= {str(obj.message_id) for obj in messages}
         found |= {str(self.request.conversation_id), str(self.ordered_offer.conversation_id)}
+        # (driver references and token uids are per aggregator: another may register the same ones)
+        found |= {str(obj.pk) for obj in (self.driver, self.charging_session) if obj is not None}
+        if self.charging_session is not None:
+            found.add(self.charging_session.cpo_session_id)
         found |= {self.order.order_reference, self.contract.contract_id, self.voltflex_key.prefix,
                   self.gridco_key.prefix, self.point.ean}
         found |= {connection.ean for connection in self.point.connections.all()}
@@ -95,6 +110,10 @@ class Owned:
             "reservation": FlexReservationUpdate.objects.get(pk=self.reservation.pk).status,
             "keys_live": ApiKey.objects.filter(pk__in=[self.voltflex_key.pk, self.gridco_key.pk],
                                                revoked_at__isnull=True).count(),
+            "driver": Driver.objects.filter(pk=self.driver.pk).values_list("flex_opt_out", "updated_at").first()
+            if self.driver is not None else None,
+            "boosted_at": ChargingSession.objects.get(pk=self.charging_session.pk).boosted_at
+            if self.charging_session is not None else None,
             "counts": [model.objects.count() for model in (FlexRequest, DPrognosis, FlexOffer, FlexOrder,
                                                            FlexContract, FlexReservationUpdate, Statement)],
         }
@@ -129,9 +148,19 @@ def owned(world: World, tomorrow: date) -> Owned:
                                   measured_w=35_000, ordered_w=-15_000, delivered_w=15_000, paid_eur=Decimal("3.00"))
     voltflex_key, _ = api_key_create(participant=world.voltflex, name="voltflex-bot")
     gridco_key, _ = api_key_create(participant=world.gridco, name="gridco-bot")
-    return Owned(day=tomorrow, point=point, request=request, prognosis=prognosis, open_offer=open_offer,
+    driver = aggregator_services.driver_create(aggregator=world.voltflex, reference="VOLTFLEX-DRIVER-7",
+                                               token_uids=["NL-VFX-SECRET-TOKEN"], flex_opt_out=False)
+    charge_point = ChargePointFactory(cpo=ChargePointOperatorFactory(aggregator=world.voltflex),
+                                      connection=point.connections.first())
+    charging_session = ChargingSessionFactory(
+        charge_point=charge_point, driver=driver, cpo_session_id="VFX-SECRET-SESSION",
+        arrival_at=isp_time.isp_start(tomorrow, 69), expected_departure_at=isp_time.isp_start(tomorrow, 69)
+        + timedelta(hours=12))
+    owned_objects = Owned(day=tomorrow, point=point, request=request, prognosis=prognosis, open_offer=open_offer,
                  ordered_offer=ordered_offer, order=order, contract=contract, reservation=reservation,
                  statement=statement, voltflex_key=voltflex_key, gridco_key=gridco_key)
+    owned_objects.driver, owned_objects.charging_session = driver, charging_session
+    return owned_objects
 
 
 # --- how each URL pattern is probed -----------------------------------------------------------------------
@@ -224,6 +253,20 @@ PLAN: dict[str, Callable[[Owned], list[Probe]]] = {
     "settlement/statements/": lambda o: [
         Probe("get", expect="list"), Probe("get", query={"period_after": o.day.isoformat()}, expect="list")],
     "settlement/statements/<uuid:pk>/": lambda o: [Probe("get", pk(o.statement), owner="voltflex")],
+    "aggregator/drivers/": lambda o: [
+        Probe("get", expect="list"), Probe("get", query={"reference": o.driver.reference}, expect="list"),
+        Probe("get", query={"token_uid": "NL-VFX-SECRET-TOKEN"}, expect="list")],
+    # Driver references and tokens are per aggregator: reusing Voltflex's must neither fail nor touch theirs.
+    "aggregator/drivers/create/": lambda o: [Probe("post", body={"reference": o.driver.reference,
+                                                                 "token_uids": ["NL-VFX-SECRET-TOKEN"]},
+                                                   expect="own_driver")],
+    "aggregator/drivers/<uuid:pk>/": lambda o: [Probe("get", pk(o.driver), owner="voltflex")],
+    "aggregator/drivers/<uuid:pk>/preferences/": lambda o: [Probe("post", pk(o.driver), body={"flex_opt_out": True})],
+    "aggregator/sessions/": lambda o: [
+        Probe("get", expect="list"), Probe("get", query={"driver": str(o.driver.pk)}, expect="list"),
+        Probe("get", query={"congestion_point": o.point.ean}, expect="list")],
+    "aggregator/sessions/<uuid:pk>/": lambda o: [Probe("get", pk(o.charging_session), owner="voltflex")],
+    "aggregator/sessions/<uuid:pk>/boost/": lambda o: [Probe("post", pk(o.charging_session))],
 }
 
 
@@ -300,6 +343,9 @@ def test_foreign_credentials_get_nothing_from_any_api_url(world, owned, caller):
             body = response.json() if text else {}
             if probe.expect == "list":  # 403 where the caller's role has no such list (d-prognoses for a DSO)
                 ok = response.status_code in (200, 403)
+            elif probe.expect == "own_driver":  # an aggregator registers its own driver; a DSO may not
+                ok = (response.status_code == 201 and Driver.objects.get(pk=body["id"]).aggregator == participant) \
+                    or (participant.role == Participant.Role.DSO and response.status_code == 403)
             elif probe.expect == "own":
                 ok = response.status_code == 201 and ApiKey.objects.get(pk=body["id"]).participant == participant
             elif probe.expect == "reference":
@@ -339,6 +385,8 @@ def test_the_owners_lists_do_contain_what_the_foreign_lists_hide(world, owned):
     assert str(owned.voltflex_key.pk) in voltflex.get("/api/v1/market/api-keys/").content.decode()
     assert str(owned.statement.pk) in gridco.get("/api/v1/settlement/statements/").content.decode()
     assert owned.point.ean in voltflex.get("/api/v1/market/congestion-points/").content.decode()
+    assert str(owned.driver.pk) in voltflex.get("/api/v1/aggregator/drivers/").content.decode()
+    assert str(owned.charging_session.pk) in voltflex.get("/api/v1/aggregator/sessions/").content.decode()
 
 
 def test_anonymous_callers_get_401_on_every_api_url(world):
