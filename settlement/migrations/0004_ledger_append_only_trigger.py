@@ -27,7 +27,7 @@ DROP FUNCTION IF EXISTS settlement_ledger_append_only();
 
 def install(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FUNCTION)
+        schema_editor.execute(FUNCTION, params=None)  # no parameters: the % in RAISE is literal
         schema_editor.execute(TRIGGER)
 
 
