@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -387,6 +387,7 @@ def statement_version_issue(
     *, dso: Participant, aggregator: Participant, period_start: date, period_end: date,
     replacements: dict[Any, ComputedSettlement], reason: str, previous: Statement | None,
     line_overrides: dict[tuple[Any, int], Decimal] | None = None,
+    before_ledger: Callable[[Statement], None] | None = None,
 ) -> Statement:
     """Issue a new version: the previous version's settlements carried over, `replacements` (order pk ->
     computed settlement) in their place, optional net-amount overrides per (order pk, ISP) from resolved
@@ -418,6 +419,8 @@ def statement_version_issue(
 
     rewards_allocate(settlements=[item.settlement for item in fresh])
     _statement_totals(statement)
+    if before_ledger is not None:  # e.g. a dispute records its resolution, which the ledger document includes
+        before_ledger(statement)
     if previous is not None:
         Statement.objects.filter(pk=previous.pk).update(status=Statement.Status.SUPERSEDED, updated_at=clock.now())
     ledger.ledger_append(statement=statement)
