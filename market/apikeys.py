@@ -24,9 +24,9 @@ KEY_PREFIX = "fmk"
 # What each role may do at all; a key may be narrowed to a subset, a user token has all of its role's scopes.
 SCOPES_BY_ROLE: dict[str, frozenset[str]] = {
     Participant.Role.AGR: frozenset({"market:read", "offers:write", "prognoses:write", "settlement:read",
-                                     "portfolio:read", "drivers:write"}),
+                                     "portfolio:read", "drivers:write", "disputes:write"}),
     Participant.Role.DSO: frozenset(
-        {"market:read", "requests:write", "orders:write", "contracts:write", "settlement:read"}
+        {"market:read", "requests:write", "orders:write", "contracts:write", "settlement:read", "disputes:write"}
     ),
 }
 
