@@ -73,6 +73,36 @@ def fp_stub_fixture():
         yield server
 
 
+@pytest.fixture(name="async_outbox")
+def async_outbox_fixture(monkeypatch):
+    """Send outbox messages from a background thread shortly after commit, as a Celery worker would, instead of
+    eagerly inside the request that queued them (pyoscp deadlocks on an answer that arrives before its 204)."""
+    import threading
+
+    from django.db import connections
+
+    from aggregator.oscp import services as oscp_services
+
+    threads: list[threading.Thread] = []
+
+    def send_later(message_id: str) -> None:
+        def run() -> None:
+            try:
+                oscp_services.message_send(message_id=message_id)
+            finally:
+                connections.close_all()
+
+        timer = threading.Timer(1.0, run)
+        timer.daemon = True
+        threads.append(timer)
+        timer.start()
+
+    monkeypatch.setattr(oscp_services, "_enqueue_send", send_later)
+    yield threads
+    for thread in threads:
+        thread.join(timeout=30)
+
+
 def make_peer(world, *, base_url: str = "http://127.0.0.1:9/oscp/fp/2.0", mode: str = DispatchMode.OSCP,
               handshake: str = OscpPeer.Handshake.COMPLETE, heartbeat_interval: int | None = 30) -> OscpPeer:
     cpo = ChargePointOperatorFactory(aggregator=world.voltflex, dispatch_mode=mode)
