@@ -38,7 +38,7 @@ from market.models import (
     Participant,
 )
 from market.services import IspPower
-from settlement.models import OrderSettlement, SettlementLine, Statement
+from settlement.models import Dispute, OrderSettlement, SettlementLine, Statement
 from tests.builders import make_offer, make_prognosis, make_request
 from tests.conftest import World, api_client_for
 from tests.factories import (
@@ -78,6 +78,7 @@ class Owned:
     statement: Statement
     voltflex_key: ApiKey
     gridco_key: ApiKey
+    dispute: Any = None
     driver: Any = None  # Voltflex's driver and a session of theirs behind `point` (aggregator API)
     charging_session: Any = None
 
@@ -86,6 +87,8 @@ class Owned:
         messages = (self.request, self.prognosis, self.open_offer, self.ordered_offer, self.order, self.reservation)
         found = {str(obj.pk) for obj in (*messages, self.contract, self.statement, self.voltflex_key,
                                          self.gridco_key)}
+        if self.dispute is not None:
+            found |= {str(self.dispute.pk), self.dispute.reason}
         found |= {str(obj.message_id) for obj in messages}
         found |= {str(self.request.conversation_id), str(self.ordered_offer.conversation_id)}
         # (driver references and token uids are per aggregator: another may register the same ones)
@@ -108,6 +111,7 @@ class Owned:
             "ordered_offer": FlexOffer.objects.get(pk=self.ordered_offer.pk).status,
             "order": FlexOrder.objects.get(pk=self.order.pk).status,
             "reservation": FlexReservationUpdate.objects.get(pk=self.reservation.pk).status,
+            "disputes": list(Dispute.objects.values_list("status", flat=True)),
             "keys_live": ApiKey.objects.filter(pk__in=[self.voltflex_key.pk, self.gridco_key.pk],
                                                revoked_at__isnull=True).count(),
             "driver": Driver.objects.filter(pk=self.driver.pk).values_list("flex_opt_out", "updated_at").first()
@@ -143,9 +147,12 @@ def owned(world: World, tomorrow: date) -> Owned:
     settlement = OrderSettlement.objects.create(
         statement=statement, flex_order=order, d_prognosis=prognosis, ordered_kwh=Decimal("3.750"),
         delivered_kwh=Decimal("3.750"), unit_price_eur_per_kwh=Decimal("3.200000"), total_eur=Decimal("12.00"))
-    SettlementLine.objects.create(order_settlement=settlement, isp=requested[0],
-                                  isp_start=isp_time.isp_start(tomorrow, requested[0]), baseline_w=50_000,
-                                  measured_w=35_000, ordered_w=-15_000, delivered_w=15_000, paid_eur=Decimal("3.00"))
+    line = SettlementLine.objects.create(order_settlement=settlement, isp=requested[0],
+                                         isp_start=isp_time.isp_start(tomorrow, requested[0]), baseline_w=50_000,
+                                         measured_w=35_000, ordered_w=-15_000, delivered_w=15_000,
+                                         paid_eur=Decimal("3.00"))
+    dispute = Dispute.objects.create(statement=statement, order_settlement=settlement, line=line, flex_order=order,
+                                     isp=requested[0], reason="Voltflex-private dispute reason")
     voltflex_key, _ = api_key_create(participant=world.voltflex, name="voltflex-bot")
     gridco_key, _ = api_key_create(participant=world.gridco, name="gridco-bot")
     driver = aggregator_services.driver_create(aggregator=world.voltflex, reference="VOLTFLEX-DRIVER-7",
@@ -158,7 +165,7 @@ def owned(world: World, tomorrow: date) -> Owned:
         + timedelta(hours=12))
     owned_objects = Owned(day=tomorrow, point=point, request=request, prognosis=prognosis, open_offer=open_offer,
                  ordered_offer=ordered_offer, order=order, contract=contract, reservation=reservation,
-                 statement=statement, voltflex_key=voltflex_key, gridco_key=gridco_key)
+                 statement=statement, voltflex_key=voltflex_key, gridco_key=gridco_key, dispute=dispute)
     owned_objects.driver, owned_objects.charging_session = driver, charging_session
     return owned_objects
 
@@ -253,6 +260,22 @@ PLAN: dict[str, Callable[[Owned], list[Probe]]] = {
     "settlement/statements/": lambda o: [
         Probe("get", expect="list"), Probe("get", query={"period_after": o.day.isoformat()}, expect="list")],
     "settlement/statements/<uuid:pk>/": lambda o: [Probe("get", pk(o.statement), owner="voltflex")],
+    "settlement/statements/<uuid:pk>/flex-settlement/": lambda o: [Probe("get", pk(o.statement), owner="voltflex")],
+    "settlement/statements/<uuid:pk>/csv/": lambda o: [Probe("get", pk(o.statement), owner="gridco")],
+    "settlement/statements/<uuid:pk>/print/": lambda o: [Probe("get", pk(o.statement), owner="voltflex")],
+    "settlement/disputes/": lambda o: [Probe("get", expect="list"),
+                                       Probe("get", query={"statement": str(o.statement.pk)}, expect="list")],
+    "settlement/disputes/create/": lambda o: [Probe("post", expect="reference", body={
+        "statement": str(o.statement.pk), "order_reference": o.order.order_reference, "isp": o.dispute.isp,
+        "reason": "not mine to dispute"})],
+    "settlement/disputes/<uuid:pk>/": lambda o: [Probe("get", pk(o.dispute), owner="gridco")],
+    "settlement/disputes/<uuid:pk>/resolve/": lambda o: [
+        Probe("post", pk(o.dispute), body={"decision": "reject", "reason": "not mine to resolve"}),
+        Probe("post", pk(o.dispute), body={"decision": "accept", "corrected_amount_eur": "0.00"})],
+    "settlement/driver-report/sessions/": lambda o: [Probe("get", query={"month": o.day.strftime("%Y-%m")},
+                                                           expect="list")],
+    "settlement/driver-report/drivers/": lambda o: [Probe("get", query={"month": o.day.strftime("%Y-%m")},
+                                                          expect="list")],
     "aggregator/drivers/": lambda o: [
         Probe("get", expect="list"), Probe("get", query={"reference": o.driver.reference}, expect="list"),
         Probe("get", query={"token_uid": "NL-VFX-SECRET-TOKEN"}, expect="list")],
@@ -384,6 +407,7 @@ def test_the_owners_lists_do_contain_what_the_foreign_lists_hide(world, owned):
     assert str(owned.reservation.pk) in voltflex.get("/api/v1/market/reservation-updates/").content.decode()
     assert str(owned.voltflex_key.pk) in voltflex.get("/api/v1/market/api-keys/").content.decode()
     assert str(owned.statement.pk) in gridco.get("/api/v1/settlement/statements/").content.decode()
+    assert str(owned.dispute.pk) in voltflex.get("/api/v1/settlement/disputes/").content.decode()
     assert owned.point.ean in voltflex.get("/api/v1/market/congestion-points/").content.decode()
     assert str(owned.driver.pk) in voltflex.get("/api/v1/aggregator/drivers/").content.decode()
     assert str(owned.charging_session.pk) in voltflex.get("/api/v1/aggregator/sessions/").content.decode()

@@ -32,7 +32,7 @@ def _current(statement: Statement) -> Statement:
 
 @transaction.atomic
 def dispute_open(*, statement: Statement, aggregator: Participant, order_reference: str, isp: int, reason: str,
-                 claimed_amount_eur: Decimal | None = None, actor: Any = None) -> Dispute:
+                 claimed_amount_eur: Decimal | None = None, actor: Any = None, actor_label: str = "") -> Dispute:
     """The aggregator disputes the line of `order_reference`, ISP `isp`, in the current version of `statement`."""
     if statement.aggregator_id != aggregator.pk:
         raise ApplicationError("Not found.", code="not_found", status_code=404)
@@ -60,7 +60,7 @@ def dispute_open(*, statement: Statement, aggregator: Participant, order_referen
     except IntegrityError as exc:  # a concurrent dispute of the same line won the race
         raise ApplicationError("This line is already disputed and not yet resolved.", code="dispute_open",
                                field="isp") from exc
-    audit_record(obj=dispute, action="dispute.opened", actor=actor, after={
+    audit_record(obj=dispute, action="dispute.opened", actor=actor, actor_label=actor_label, after={
         "statement": str(statement.pk), "version": statement.version, "order_reference": order_reference, "isp": isp,
         "line_paid_eur": str(line.paid_eur), "claimed_amount_eur": str(claimed_amount_eur) if claimed_amount_eur
         is not None else None, "reason": dispute.reason})
@@ -69,7 +69,8 @@ def dispute_open(*, statement: Statement, aggregator: Participant, order_referen
 
 @transaction.atomic
 def dispute_resolve(*, dispute: Dispute, dso: Participant, accept: bool, reason: str = "",
-                    corrected_amount_eur: Decimal | None = None, actor: Any = None) -> Dispute:
+                    corrected_amount_eur: Decimal | None = None, actor: Any = None,
+                    actor_label: str = "") -> Dispute:
     """The DSO accepts (with the corrected net amount of the line) or rejects (with a reason) an open dispute;
     a new version of the statement is issued either way."""
     dispute = Dispute.objects.select_for_update().select_related("statement", "flex_order").get(pk=dispute.pk)
@@ -108,7 +109,8 @@ def dispute_resolve(*, dispute: Dispute, dso: Participant, accept: bool, reason:
         dso=latest.dso, aggregator=latest.aggregator, period_start=latest.period_start, period_end=latest.period_end,
         replacements={}, previous=latest, line_overrides=overrides, before_ledger=record,
         reason=f"dispute {dispute.pk} {dispute.status}: {dispute.flex_order.order_reference} ISP {dispute.isp}")
-    audit_record(obj=dispute, action=f"dispute.{dispute.status}", actor=actor, before=before, after={
+    audit_record(obj=dispute, action=f"dispute.{dispute.status}", actor=actor, actor_label=actor_label,
+                 before=before, after={
         "status": dispute.status, "corrected_amount_eur": str(dispute.corrected_amount_eur)
         if dispute.corrected_amount_eur is not None else None, "reason": dispute.resolution_reason,
         "statement": str(statement.pk), "version": statement.version})
