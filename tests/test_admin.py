@@ -210,6 +210,8 @@ def console(world, tomorrow: date) -> Console:
         paid_eur=Decimal("12.50"),
     )
 
+    _oscp_console_objects(world, cpo, order)
+
     if apps.is_installed("sandbox"):
         from sandbox.models import SandboxChargingProfile, SandboxCpoClient
 
@@ -237,6 +239,36 @@ def console(world, tomorrow: date) -> Console:
         api_key=api_key,
         raw_api_key=raw_api_key,
     )
+
+
+def _oscp_console_objects(world, cpo: ChargePointOperator, order: FlexOrder) -> None:
+    """One of each OSCP model (aggregator/models/oscp.py): peer, group, outbox and inbound rows, a measurement,
+    a compliance error and an adjustment."""
+    from aggregator.models import (
+        CapacityAdjustment,
+        CapacityGroup,
+        ComplianceError,
+        GroupMeasurement,
+        OscpInboundMessage,
+        OscpOutboundMessage,
+        OscpPeer,
+    )
+
+    peer = OscpPeer.objects.create(cpo=cpo, base_url="https://cpo.example/oscp/fp/2.0", token_for_peer="oscp-EEEE5555")
+    group = CapacityGroup.objects.create(peer=peer, group_id="site-1", congestion_point=world.cp_north,
+                                         offpeak_capacity_kw=Decimal("150"), peak_capacity_kw=Decimal("60"),
+                                         fallback_capacity_kw=Decimal("40"))
+    outbound = OscpOutboundMessage.objects.create(peer=peer, endpoint="update_group_capacity_forecast", group=group,
+                                                  flex_order=order, body={"group_id": "site-1"})
+    inbound = OscpInboundMessage.objects.create(peer=peer, endpoint="update_group_measurements", request_id="r-1")
+    GroupMeasurement.objects.create(group=group, inbound=inbound, value=Decimal("1.5"), unit="KWH",
+                                    value_kwh=Decimal("1.5"), phase="ALL", direction="IMPORT", measure_time=now())
+    ComplianceError.objects.create(peer=peer, inbound=OscpInboundMessage.objects.create(
+        peer=peer, endpoint="group_capacity_compliance_error", request_id="r-2"), forecast=outbound, group=group,
+        message="cannot comply")
+    CapacityAdjustment.objects.create(group=group, inbound=OscpInboundMessage.objects.create(
+        peer=peer, endpoint="adjust_group_capacity_forecast", request_id="r-3"), forecast_type="CONSUMPTION",
+        requested_blocks=[], decision="DENIED", response=outbound)
 
 
 # --- coverage: every model, every page --------------------------------------------------------------
