@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from aggregator import oscp_dispatch
@@ -20,6 +21,7 @@ from aggregator.oscp import services as oscp_services
 from common import isp as isp_time
 from common import time as clock
 from tests.peers.oscp.peer import pyoscp_fp, pyoscp_python  # noqa: F401 - fixtures
+from tests.peers.oscp.schemas import schema_errors, schemas_available
 from tests.peers.oscp.support import (
     async_outbox_fixture,  # noqa: F401 - fixture "async_outbox"
     blocks_per_isp,
@@ -118,6 +120,22 @@ def test_pyoscp_takes_our_capacity_forecasts(world, cp, pyoscp_fp, send_spy):  #
     assert len(per_isp) == isp_time.isp_count(day)
     assert set(per_isp.values()) == {60.0, 150.0}
     assert len(send_spy.to("update_group_capacity_forecast")) == 2  # both validated against the schema
+    assert [OscpOutboundMessage.objects.get(pk=m.pk).http_status for m in messages] == [204, 204]
+
+    # Gap 6: pyoscp requires no field; an empty forecast (invalid per update-group-capacity-forecast.json) passes.
+    empty = httpx.post(f"{pyoscp_fp.base_url}/update_group_capacity_forecast", json={}, timeout=10,
+                       headers={"Authorization": f"Token {peer.token_for_peer}", "X-Request-ID": "empty-1"})
+    assert empty.status_code == 204
+    assert not schemas_available() or schema_errors("update_group_capacity_forecast", {})
+
+    # Gap 3, the other way round: pyoscp parses offline_mode_at with '%Y-%m-%d %H:%M:%S', so our RFC 3339
+    # heartbeat (valid per heartbeat.json) makes it fail with a server error; we keep retrying with backoff.
+    OscpPeer.objects.filter(pk=peer.pk).update(peer_required_behaviour={"heartbeat_interval": 30,
+                                                                        "measurement_configuration": []})
+    assert oscp_services.heartbeats_due_send() == 1
+    beat = OscpOutboundMessage.objects.get(peer=peer, endpoint="heartbeat")
+    assert beat.status == Status.PENDING and beat.http_status == 500 and beat.next_attempt_at is not None
+    assert oscp_services.peers_offline_check() == []  # it never sent us a heartbeat we could read either
 
 
 def test_what_pyoscp_sends_us_is_stored_and_answered(world, cp, pyoscp_fp, send_spy):  # noqa: F811
