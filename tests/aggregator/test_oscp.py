@@ -585,3 +585,68 @@ def test_a_compliance_error_can_be_acknowledged_in_the_admin(world, admin_client
     admin_client.post(changelist, {"action": "acknowledge", "_selected_action": [error.pk]})
     error.refresh_from_db()
     assert error.acknowledged_at is not None
+
+
+# --- register: update, unregister, no common version ----------------------------------------------------
+
+
+def test_register_put_changes_our_token_and_the_peer_url(world):
+    peer = make_peer(world)
+    response = post("/oscp/cp/2.0/register", {"token": "new-token-for-us-to-use",
+                                              "version_url": [{"version": "2.0", "base_url": "https://fp.example/v2"}]},
+                    method="put")
+    assert response.status_code == 204
+    peer.refresh_from_db()
+    assert peer.token_for_peer == "new-token-for-us-to-use" and peer.base_url == "https://fp.example/v2"
+
+
+def test_register_delete_unregisters_and_the_old_token_stops_working(world, django_capture_on_commit_callbacks):
+    peer = make_peer(world)
+    group = make_group(world, peer)
+    with at(day_before(date(2026, 3, 2))), django_capture_on_commit_callbacks(execute=False):
+        pending = oscp_dispatch.group_forecast_queue(group=group, day=date(2026, 3, 2))
+    assert Client().delete("/oscp/cp/2.0/register", HTTP_AUTHORIZATION=f"Token {TOKEN_FROM_PEER}",
+                           HTTP_X_REQUEST_ID="bye").status_code == 204
+    peer.refresh_from_db()
+    assert peer.registration_status == OscpPeer.Registration.UNREGISTERED and peer.token_for_peer == ""
+    assert {Message.objects.get(pk=m.pk).status for m in pending} == {Status.SUPERSEDED}
+    assert post("/oscp/cp/2.0/heartbeat", {"offline_mode_at": "2026-03-01T12:00:00Z"}).status_code == 401
+
+
+def test_register_without_a_common_version_is_501(world):
+    peer = make_peer(world)
+    response = post("/oscp/cp/2.0/register", {"token": "x" * 20,
+                                              "version_url": [{"version": "2.1", "base_url": "https://fp.example"}]})
+    assert response.status_code == 501
+    assert "2.0" in response.json()["message"]
+    peer.refresh_from_db()
+    assert peer.token_for_peer == TOKEN_FOR_PEER  # nothing changed
+
+
+def test_a_peer_registering_with_token_a_gets_our_register_with_a_new_token(world, fp_stub, send_spy,
+                                                                             django_capture_on_commit_callbacks):
+    fp_stub.respond("/fp/register", status=204)
+    fp_stub.respond("/fp/handshake", status=204)
+    peer = make_peer(world, base_url="", handshake=OscpPeer.Handshake.NONE)
+    OscpPeer.objects.filter(pk=peer.pk).update(registration_status=OscpPeer.Registration.NEW, token_for_peer="",
+                                               token_from_peer_digest="")
+    token_a = oscp_services.peer_initial_token_issue(peer=peer)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post("/oscp/cp/2.0/register", {"token": "token-b-for-us",
+                                                  "version_url": [{"version": "2.0", "base_url": fp_stub.url("/fp")}]},
+                        token=token_a, request_id="their-register")
+    assert response.status_code == 204 and response.content == b""
+    (ours,) = fp_stub.requests_to("/fp/register")
+    assert ours.headers["authorization"] == "Token token-b-for-us"
+    assert ours.headers["x-correlation-id"] == "their-register"
+    token_c = ours.json()["token"]
+    assert ours.json()["version_url"] == [{"version": "2.0", "base_url": oscp_services.cp_base_url()}]
+    peer.refresh_from_db()
+    assert peer.registration_status == OscpPeer.Registration.REGISTERED and peer.initial_token_digest == ""
+    assert peer.token_from_peer_digest == token_digest(token_c) and peer.token_for_peer == "token-b-for-us"
+    assert len(fp_stub.requests_to("/fp/handshake")) == 1  # we handshake once registered
+    # Token A is dead, token C works.
+    assert post("/oscp/cp/2.0/register", {"token": "again", "version_url": [
+        {"version": "2.0", "base_url": fp_stub.url("/fp")}]}, token=token_a, request_id="r2").status_code == 401
+    assert post("/oscp/cp/2.0/heartbeat", {"offline_mode_at": "2026-03-01T12:00:00Z"}, token=token_c,
+                request_id="r3").status_code == 204
