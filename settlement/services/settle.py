@@ -523,7 +523,7 @@ def statement_issue(
                    reason=f"settlement of {period_start.isoformat()}..{period_end.isoformat()}")
 
 
-def settle_day(*, period: date, trigger: str = "nightly") -> list[StatementIssueResult]:
+def settle_day(*, period: date, trigger: str = "nightly", reason: str = "") -> list[StatementIssueResult]:
     """Settle every order of one market day and issue a new version of each affected pair's monthly statement
     where anything changed (the nightly job; idempotent)."""
     run = SettlementRun.objects.create(period=period, started_at=clock.now(), trigger=trigger)
@@ -539,7 +539,7 @@ def settle_day(*, period: date, trigger: str = "nightly") -> list[StatementIssue
         results.append(_revise(dso=first.dso, aggregator=first.aggregator, period_start=period_start,
                                period_end=period_end, computation=computation,
                                order_refs={o.order_reference for o in pair_orders},
-                               reason=f"settlement of {period.isoformat()}"))
+                               reason=reason or f"settlement of {period.isoformat()}"))
     SettlementRun.objects.filter(pk=run.pk).update(
         finished_at=clock.now(), orders_settled=sum(r.settled_orders for r in results),
         orders_unchanged=sum(r.unchanged_orders for r in results),
@@ -572,12 +572,14 @@ def settle_due(*, up_to: date, lookback_days: int = SETTLEMENT_LOOKBACK_DAYS) ->
             period__lte=up_to, period__gte=up_to - timedelta(days=lookback_days),
         ).values_list("period", flat=True)
     )
-    days |= days_with_late_meter_data(up_to=up_to, lookback_days=lookback_days)
+    late = days_with_late_meter_data(up_to=up_to, lookback_days=lookback_days)
+    days |= late
     if FlexOrder.objects.filter(period=up_to).exists():
         days.add(up_to)
     results: list[StatementIssueResult] = []
     for day in sorted(days):
-        results += settle_day(period=day)
+        reason = f"meter data for {day.isoformat()} changed after its settlement" if day in late else ""
+        results += settle_day(period=day, reason=reason)
     return results
 
 

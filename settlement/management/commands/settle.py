@@ -37,11 +37,12 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         for result in results:
-            if result.statement is None:
-                continue
-            state = f"v{result.statement.version} issued" if result.issued else f"v{result.statement.version} unchanged"
-            self.stdout.write(f"{result.statement.aggregator.domain} {result.statement.period_start:%Y-%m}: {state}, "
-                              f"{result.settled_orders} orders settled, {len(result.waiting_orders)} waiting")
+            if result.statement is not None:
+                version = result.statement.version
+                state = f"v{version} issued" if result.issued else f"v{version} unchanged"
+                self.stdout.write(f"{result.statement.aggregator.domain} {result.statement.period_start:%Y-%m}: "
+                                  f"{state}, {result.settled_orders} orders settled, "
+                                  f"{len(result.waiting_orders)} waiting")
             for reference, reason in sorted(result.waiting_orders.items()):
                 self.stdout.write(f"  {reference} waits: {reason}")
         issued = sum(1 for r in results if r.issued)
