@@ -9,6 +9,23 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def create_default_market(apps, schema_editor):
+    """The market existing congestion points join (historical model: later fields of Market do not exist yet)."""
+    Market = apps.get_model("market", "Market")
+    Market.objects.get_or_create(code="default", defaults={"name": "Default market"})
+
+
+def default_market_id_at_migration():
+    """AddField's default for existing rows, read with plain SQL: `market.models.default_market_id` uses the
+    current Market model, whose later columns do not exist while this migration runs."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM market_market WHERE code = %s", ["default"])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -203,7 +220,14 @@ class Migration(migrations.Migration):
                 'abstract': False,
             },
         ),
+        migrations.RunPython(create_default_market, migrations.RunPython.noop),
         migrations.AddField(
+            model_name='congestionpoint',
+            name='market',
+            field=models.ForeignKey(default=default_market_id_at_migration, on_delete=django.db.models.deletion.PROTECT, related_name='congestion_points', to='market.market'),
+        ),
+        # Back to the model's own default for rows created from now on.
+        migrations.AlterField(
             model_name='congestionpoint',
             name='market',
             field=models.ForeignKey(default=market.models.default_market_id, on_delete=django.db.models.deletion.PROTECT, related_name='congestion_points', to='market.market'),
