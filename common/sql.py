@@ -29,9 +29,22 @@ def db_value(model: type[models.Model], field_name: str, value: Any, connection:
     return model._meta.get_field(field_name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
 
 
-def _converters(field: models.Field[Any, Any], alias: str, connection: BaseDatabaseWrapper) -> list[Converter]:
-    expression = field.get_col(alias)
-    return [*connection.ops.get_db_converters(expression), *field.get_db_converters(connection)]
+def _column_plan(
+    model: type[models.Model], alias: str, connection: BaseDatabaseWrapper
+) -> tuple[list[str], list[tuple[Any, list[Converter]]]]:
+    """Attribute names and (column expression, converters) per concrete field, worked out once per connection:
+    the converters are the connection's own (bound) methods, and computing them per row cost more than the query."""
+    plans: dict[tuple[type[models.Model], str], Any] = connection.__dict__.setdefault("_common_sql_plans", {})
+    plan = plans.get((model, alias))
+    if plan is None:
+        fields = model._meta.concrete_fields
+        columns = []
+        for field in fields:
+            expression = field.get_col(alias)
+            columns.append((expression, [*connection.ops.get_db_converters(expression),
+                                         *field.get_db_converters(connection)]))
+        plan = plans[(model, alias)] = ([field.attname for field in fields], columns)
+    return plan
 
 
 def instance_from_row(
@@ -39,12 +52,27 @@ def instance_from_row(
 ) -> tuple[M, int]:
     """Build one `model` instance from row[offset:] (columns as `select_columns` lists them); return it and the
     offset of the next column."""
-    fields = model._meta.concrete_fields
+    attnames, columns = _column_plan(model, alias, connection)
     values = []
-    for position, field in enumerate(fields):
+    for position, (expression, converters) in enumerate(columns):
         value = row[offset + position]
-        expression = field.get_col(alias)
-        for convert in _converters(field, alias, connection):
+        for convert in converters:
             value = convert(value, expression, connection)
         values.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], values), offset + len(fields)
+    return model.from_db(connection.alias, attnames, values), offset + len(columns)
+
+def seed_prefetch_cache(instance: models.Model, name: str, objects: list[Any]) -> None:
+    """Seed the prefetch cache of `instance.<name>.all()` with rows already in hand (just written, or read by
+    hand), so reading the relation costs no query (Django reads reverse relations from
+    `_prefetched_objects_cache`)."""
+    queryset = getattr(instance, name).all()
+    queryset._result_cache = objects
+    queryset._prefetch_done = True
+    cache = {**getattr(instance, "_prefetched_objects_cache", {}), name: queryset}
+    instance._prefetched_objects_cache = cache  # type: ignore[attr-defined]
+
+
+def instances_from_rows(
+    model: type[M], rows: Sequence[Sequence[Any]], *, alias: str, connection: BaseDatabaseWrapper
+) -> list[M]:
+    return [instance_from_row(model, row, offset=0, alias=alias, connection=connection)[0] for row in rows]

@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from common import time as clock
-from common.sql import db_value, instance_from_row, select_columns
+from common.sql import db_value, instance_from_row, instances_from_rows, seed_prefetch_cache, select_columns
 from market.models import (
     AggregatorConnection,
     CongestionPoint,
@@ -20,6 +20,7 @@ from market.models import (
     FlexOffer,
     FlexOrder,
     FlexRequest,
+    FlexRequestIsp,
     Market,
     Participant,
 )
@@ -96,13 +97,19 @@ def _request_for_offer_sql() -> str:
     )
 
 
+@functools.cache
+def _request_isps_sql() -> str:
+    table = FlexRequestIsp._meta.db_table
+    return f"SELECT {select_columns(FlexRequestIsp, 'ri')} FROM {table} ri WHERE ri.flex_request_id = %s ORDER BY ri.isp"  # noqa: S608
+
+
 def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str) -> FlexRequest | None:
     """One request if the aggregator may see it (it represents connections behind the point that day), else None.
 
     Same rule as flex_requests_visible_to_aggregator. This runs on every offer submission, so it is ONE hand-written
     statement (common.sql: the ORM compiles this query with its two sub-selects in several times the time the
     database needs to run it). It also answers what the offer service asks next: the request comes back with its
-    congestion point and market loaded and with `seen_by` (the aggregator's representation and current
+    congestion point, market and ISPs loaded and with `seen_by` (the aggregator's representation and current
     D-prognosis id; see represents_for_request and baseline_id_for_request).
     """
     try:
@@ -129,6 +136,12 @@ def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str)
         baseline_id = uuid.UUID(str(baseline_id))  # SQLite answers hex text
     flex_request.seen_by = RequestView(aggregator_id=aggregator.pk, represented=True,  # type: ignore[attr-defined]
                                        baseline_id=baseline_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_request_isps_sql(), [params[3]])
+        isps = instances_from_rows(FlexRequestIsp, cursor.fetchall(), alias="ri", connection=connection)
+    for isp in isps:
+        isp.flex_request = flex_request
+    seed_prefetch_cache(flex_request, "isps", isps)  # the offer service checks every option against them
     return flex_request
 
 
