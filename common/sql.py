@@ -76,3 +76,37 @@ def instances_from_rows(
     model: type[M], rows: Sequence[Sequence[Any]], *, alias: str, connection: BaseDatabaseWrapper
 ) -> list[M]:
     return [instance_from_row(model, row, offset=0, alias=alias, connection=connection)[0] for row in rows]
+
+
+def insert_instances(model: type[M], objs: Sequence[M], *, connection: BaseDatabaseWrapper) -> list[M]:
+    """INSERT new instances in one statement, as bulk_create would (auto_now values, prepared values, database ids
+    read back with RETURNING), without compiling a query: for inserts on a hot path. No signals are sent
+    (bulk_create sends none either); callers validate before, as they would for bulk_create."""
+    if not objs:
+        return []
+    meta = model._meta
+    auto_pk = meta.pk if meta.pk is not None and meta.pk.get_internal_type() in _AUTO_FIELDS else None
+    if auto_pk is not None and not connection.features.can_return_rows_from_bulk_insert:
+        return model._default_manager.using(connection.alias).bulk_create(objs)  # an old SQLite: let the ORM do it
+    fields = [field for field in meta.concrete_fields if field is not auto_pk]
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "  # noqa: S608 - names from model metadata
+        f"({', '.join(connection.ops.quote_name(str(field.column)) for field in fields)}) "
+        f"VALUES {', '.join([row_sql] * len(objs))}"
+    )
+    if auto_pk is not None:
+        sql += f" RETURNING {connection.ops.quote_name(str(auto_pk.column))}"
+    params = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [row[0] for row in cursor.fetchall()] if auto_pk is not None else []
+    for position, obj in enumerate(objs):
+        if auto_pk is not None:
+            setattr(obj, auto_pk.attname, ids[position])
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    return list(objs)
+
+
+_AUTO_FIELDS = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})

@@ -93,7 +93,7 @@ class IspPowerRunsField(serializers.Field):
         if errors:
             if not getattr(api_settings, "LIST_SERIALIZER_ERRORS_AS_DICT", False):
                 raise serializers.ValidationError([errors.get(index, {}) for index in range(len(data))])
-            raise serializers.ValidationError(errors)
+            raise serializers.ValidationError(errors)  # type: ignore[arg-type]  # DRF's own list errors are keyed by index
         return rows
 
     def to_representation(self, value: Any) -> Any:
