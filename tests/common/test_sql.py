@@ -32,7 +32,7 @@ def test_insert_instances_fills_auto_values_and_reads_back_database_ids():
 def test_instance_from_row_converts_like_the_orm():
     dso = Participant.objects.create(name="Grid B", role=Participant.Role.DSO, domain="grid-b.example")
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {select_columns(Participant, 'p')}, 1 FROM market_participant p WHERE p.domain = %s",
+        cursor.execute(f"SELECT {select_columns(Participant, 'p')}, 1 FROM market_participant p WHERE p.domain = %s",  # noqa: S608
                        ["grid-b.example"])
         row = cursor.fetchone()
     built, offset = instance_from_row(Participant, row, offset=0, alias="p", connection=connection)
