@@ -12,6 +12,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api import SharedFieldsInput
 from common.exceptions import ApplicationError
 from common.idempotency import idempotent
 from market import selectors, services
@@ -102,7 +103,7 @@ _PRICE = serializers.DecimalField(max_digits=12, decimal_places=2)
 _FACTOR = serializers.DecimalField(max_digits=3, decimal_places=2)
 
 
-class OfferOptionInputSerializer(serializers.Serializer):
+class OfferOptionInputSerializer(SharedFieldsInput, serializers.Serializer):
     option_reference = serializers.CharField(max_length=64, required=False,
                                              help_text="Your reference; defaults to 1, 2, ... in order.")
     price_eur = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal("0"),
@@ -114,7 +115,7 @@ class OfferOptionInputSerializer(serializers.Serializer):
     isps = IspPowerRunsField()
 
 
-class FlexOfferInputSerializer(MessageInputSerializer):
+class FlexOfferInputSerializer(SharedFieldsInput, MessageInputSerializer):
     flex_request = serializers.UUIDField(required=False, allow_null=True,
                                          help_text="The request answered; omit for an unsolicited offer.")
     congestion_point = serializers.CharField(max_length=18, required=False,

@@ -55,3 +55,56 @@ def _codes(detail: Any) -> Any:
 def test_valid_rows_get_the_default_duration():
     assert _outcome(IspPowerRunsField(), [{"isp": 5, "power_w": -1}]) == (
         "valid", [{"isp": 5, "duration": 1, "power_w": -1}])
+
+
+# --- SharedFieldsInput on the offer input: same results and errors as DRF's own walk ----------------------------
+
+def _drf_twins():
+    """The offer input serializers as plain DRF serializers (deep-copied fields), for comparison."""
+    from market.apis.offers import FlexOfferInputSerializer, OfferOptionInputSerializer
+
+    class PlainOption(OfferOptionInputSerializer):
+        to_internal_value = serializers.Serializer.to_internal_value
+
+    class PlainOffer(FlexOfferInputSerializer):
+        to_internal_value = serializers.Serializer.to_internal_value
+        options = PlainOption(many=True, min_length=1)
+
+    return FlexOfferInputSerializer, PlainOffer
+
+
+GOOD_OPTION = {"price_eur": "4.50", "min_activation_factor": "0.50", "isps": [{"isp": 69, "duration": 2,
+                                                                                 "power_w": -30000}]}
+OFFER_CASES: list[Any] = [
+    {"flex_request": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "expires_at": "2026-11-26T16:00:00+01:00",
+     "options": [GOOD_OPTION]},
+    {"congestion_point": "871685900000000011", "period": "2026-11-26", "expires_at": "2026-11-26T16:00:00Z",
+     "message_id": "3fa85f64-5717-4562-b3fc-2c963f66afa7", "currency": "EUR",
+     "options": [GOOD_OPTION, {**GOOD_OPTION, "option_reference": "B", "price_eur": "1"}]},
+    {"expires_at": "2026-11-26T16:00:00+01:00", "options": [GOOD_OPTION]},  # validate(): unsolicited needs a point
+    {"flex_request": "nope", "expires_at": "2026-11-26T16:00:00", "options": []},
+    {"flex_request": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "expires_at": "2026-11-26T16:00:00+01:00",
+     "options": [{"price_eur": "-1", "min_activation_factor": "1.234", "isps": "x"}, "row"]},
+    {"options": "none"},
+    [],
+    "text",
+]
+
+
+@pytest.mark.parametrize("payload", OFFER_CASES)
+def test_the_offer_input_validates_like_drfs_own_walk(payload):
+    fast, plain = _drf_twins()
+    expected, got = plain(data=payload), fast(data=payload)
+    assert got.is_valid() == expected.is_valid()
+    assert got.errors == expected.errors
+    assert _codes(got.errors) == _codes(expected.errors)
+    if expected.is_valid():
+        assert _plain(got.validated_data) == _plain(expected.validated_data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
