@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import connections, models, router
 
 from common.models import AuditEvent
+from common.sql import insert_instances
 
 
 def audit_record(
@@ -21,7 +22,7 @@ def audit_record(
 ) -> AuditEvent:
     """Append an audit event for `obj`. Call inside the transaction that makes the change."""
     user = actor if getattr(actor, "is_authenticated", False) else None
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         actor=user,
         actor_label=actor_label or ("" if user else "system"),
         action=action,
@@ -30,6 +31,9 @@ def audit_record(
         before=before,
         after=after,
     )
+    # Every transition writes one: a hand-built INSERT (common.sql) costs a fraction of a compiled one.
+    insert_instances(AuditEvent, [event], connection=connections[router.db_for_write(AuditEvent)])
+    return event
 
 
 def audit_trail(obj: models.Model) -> models.QuerySet[AuditEvent]:

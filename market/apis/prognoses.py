@@ -13,7 +13,7 @@ from market import selectors, services
 from market.apis._shared import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
-    IspPowerInputSerializer,
+    IspPowerRunsField,
     IspPowerSerializer,
     MessageInputSerializer,
     ObjectEventsView,
@@ -48,7 +48,7 @@ class DPrognosisInputSerializer(MessageInputSerializer):
     period = serializers.DateField(help_text="Market day (Europe/Amsterdam).")
     revision = serializers.IntegerField(required=False, min_value=1,
                                         help_text="Your revision number; must exceed every earlier one.")
-    isps = IspPowerInputSerializer(many=True, help_text="Every ISP of the day, forecast load in W.")
+    isps = IspPowerRunsField(help_text="Every ISP of the day, forecast load in W.")
 
     class Meta:
         ref_name = "DPrognosisCreate"

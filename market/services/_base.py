@@ -32,6 +32,7 @@ from common import time as clock
 from common.audit import audit_record
 from common.exceptions import ApplicationError, TransitionError
 from common.models import audit_payload
+from common.sql import seed_prefetch_cache
 from market.models import CongestionPoint, Market, Participant, User
 
 Actor = User | None
@@ -236,14 +237,7 @@ def transition(
                  after=audit_payload(obj, audit_fields))
 
 
-def remember_related(instance: models.Model, name: str, objects: list[Any]) -> None:
-    """Seed the prefetch cache of `instance.<name>.all()` with rows just written, so serialising the result
-    costs no query (Django reads reverse relations from `_prefetched_objects_cache`)."""
-    queryset = getattr(instance, name).all()
-    queryset._result_cache = objects
-    queryset._prefetch_done = True
-    cache = {**getattr(instance, "_prefetched_objects_cache", {}), name: queryset}
-    instance._prefetched_objects_cache = cache  # type: ignore[attr-defined]
+remember_related = seed_prefetch_cache
 
 
 # full_clean() without the per-foreign-key existence queries: the services pass model instances they have

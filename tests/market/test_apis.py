@@ -279,3 +279,52 @@ def test_lists_are_cursor_paginated_and_filter_by_day_range_and_change_time(worl
     assert [item["id"] for item in following["results"]] == [str(second.pk)]
     assert following["next"] is None
     assert ids({"ordering": "-updated_at", "page_size": 1}) == [str(second.pk)]
+
+
+def test_the_offer_representation_matches_drfs_generic_walk_of_the_declared_fields(world, request_north, tomorrow):
+    """FlexOfferOutputSerializer builds its dict by hand (the hot path); it must equal what DRF would render."""
+    from rest_framework import serializers as drf
+
+    from market.apis.offers import FlexOfferOutputSerializer
+    from tests.builders import option
+
+    world.cp_north.mutex_offers_supported = True
+    world.cp_north.save()
+    make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
+    isps = evening_isps(tomorrow)
+    two_options = services.flex_offer_submit(
+        aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, flex_request=request_north,
+        expires_at=request_north.expires_at,
+        options=[option(power_w=-15_000, price="12.5", isps=isps, reference="A", min_activation_factor="0.3"),
+                 option(power_w=-20_000, price="18.00", isps=isps[:2], reference="B")])
+    unsolicited = services.flex_offer_submit(
+        aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow,
+        expires_at=request_north.expires_at, options=[option(power_w=-5_000, price="3", isps=isps[:1])])
+    for offer in (two_options, unsolicited, FlexOffer.objects.get(pk=two_options.pk)):
+        serializer = FlexOfferOutputSerializer(offer)
+        generic = drf.Serializer.to_representation(serializer, offer)
+        assert serializer.data == generic
+    assert FlexOfferOutputSerializer(unsolicited).data["flex_request"] is None
+    assert FlexOfferOutputSerializer(two_options).data["options"][0]["price_eur"] == "12.50"
+
+
+def test_token_authentication_loads_user_and_participant_in_one_query(world, request_north):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.authtoken.models import Token
+
+    from market.authentication import ParticipantTokenAuthentication
+
+    user = world.voltflex.users.first()
+    token, _ = Token.objects.get_or_create(user=user)
+    with CaptureQueriesContext(connection) as queries:
+        authenticated, found = ParticipantTokenAuthentication().authenticate_credentials(token.key)
+        assert authenticated.participant.domain == world.voltflex.domain
+        assert found.user is authenticated
+    assert len(queries) == 1
+    user.is_active = False
+    user.save()
+    with pytest.raises(Exception, match="inactive"):
+        ParticipantTokenAuthentication().authenticate_credentials(token.key)
+    with pytest.raises(Exception, match="Invalid token"):
+        ParticipantTokenAuthentication().authenticate_credentials("nope")

@@ -1,0 +1,112 @@
+"""Hand-written SELECTs for hot paths, turned back into model instances the way the ORM would.
+
+The ORM spends several times longer compiling a query with correlated sub-selects than the database spends
+running it. A hot path may keep such a query as SQL text built once from the models' metadata (so it follows
+schema changes) and rebuild instances here, with the same value converters the ORM applies (SQLite returns
+UUIDs as hex text, decimals and datetimes as strings, booleans as integers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+M = TypeVar("M", bound=models.Model)
+
+Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
+
+
+def select_columns(model: type[models.Model], alias: str) -> str:
+    """`alias."col1", alias."col2", ...` for every concrete field, in _meta order (matches `instance_from_row`)."""
+    return ", ".join(f'{alias}."{field.column}"' for field in model._meta.concrete_fields)
+
+
+def db_value(model: type[models.Model], field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
+    """A Python value as the database stores it in `field_name` (e.g. a UUID as hex text on SQLite)."""
+    return model._meta.get_field(field_name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
+
+
+def _column_plan(
+    model: type[models.Model], alias: str, connection: BaseDatabaseWrapper
+) -> tuple[list[str], list[tuple[Any, list[Converter]]]]:
+    """Attribute names and (column expression, converters) per concrete field, worked out once per connection:
+    the converters are the connection's own (bound) methods, and computing them per row cost more than the query."""
+    plans: dict[tuple[type[models.Model], str], Any] = connection.__dict__.setdefault("_common_sql_plans", {})
+    plan = plans.get((model, alias))
+    if plan is None:
+        fields = model._meta.concrete_fields
+        columns = []
+        for field in fields:
+            expression = field.get_col(alias)
+            columns.append((expression, [*connection.ops.get_db_converters(expression),
+                                         *field.get_db_converters(connection)]))
+        plan = plans[(model, alias)] = ([field.attname for field in fields], columns)
+    return plan
+
+
+def instance_from_row(
+    model: type[M], row: Sequence[Any], *, offset: int, alias: str, connection: BaseDatabaseWrapper
+) -> tuple[M, int]:
+    """Build one `model` instance from row[offset:] (columns as `select_columns` lists them); return it and the
+    offset of the next column."""
+    attnames, columns = _column_plan(model, alias, connection)
+    values = []
+    for position, (expression, converters) in enumerate(columns):
+        value = row[offset + position]
+        for convert in converters:
+            value = convert(value, expression, connection)
+        values.append(value)
+    return model.from_db(connection.alias, attnames, values), offset + len(columns)
+
+def seed_prefetch_cache(instance: models.Model, name: str, objects: list[Any]) -> None:
+    """Seed the prefetch cache of `instance.<name>.all()` with rows already in hand (just written, or read by
+    hand), so reading the relation costs no query (Django reads reverse relations from
+    `_prefetched_objects_cache`)."""
+    queryset = getattr(instance, name).all()
+    queryset._result_cache = objects
+    queryset._prefetch_done = True
+    cache = {**getattr(instance, "_prefetched_objects_cache", {}), name: queryset}
+    instance._prefetched_objects_cache = cache  # type: ignore[attr-defined]
+
+
+def instances_from_rows(
+    model: type[M], rows: Sequence[Sequence[Any]], *, alias: str, connection: BaseDatabaseWrapper
+) -> list[M]:
+    return [instance_from_row(model, row, offset=0, alias=alias, connection=connection)[0] for row in rows]
+
+
+def insert_instances(model: type[M], objs: Sequence[M], *, connection: BaseDatabaseWrapper) -> list[M]:
+    """INSERT new instances in one statement, as bulk_create would (auto_now values, prepared values, database ids
+    read back with RETURNING), without compiling a query: for inserts on a hot path. No signals are sent
+    (bulk_create sends none either); callers validate before, as they would for bulk_create."""
+    if not objs:
+        return []
+    meta = model._meta
+    auto_pk = meta.pk if meta.pk is not None and meta.pk.get_internal_type() in _AUTO_FIELDS else None
+    if auto_pk is not None and not connection.features.can_return_rows_from_bulk_insert:
+        return model._default_manager.using(connection.alias).bulk_create(objs)  # an old SQLite: let the ORM do it
+    fields = [field for field in meta.concrete_fields if field is not auto_pk]
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "  # noqa: S608 - names from model metadata
+        f"({', '.join(connection.ops.quote_name(str(field.column)) for field in fields)}) "
+        f"VALUES {', '.join([row_sql] * len(objs))}"
+    )
+    if auto_pk is not None:
+        sql += f" RETURNING {connection.ops.quote_name(str(auto_pk.column))}"
+    params = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [row[0] for row in cursor.fetchall()] if auto_pk is not None else []
+    for position, obj in enumerate(objs):
+        if auto_pk is not None:
+            setattr(obj, auto_pk.attname, ids[position])
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    return list(objs)
+
+
+_AUTO_FIELDS = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})
