@@ -26,7 +26,8 @@ SCOPES_BY_ROLE: dict[str, frozenset[str]] = {
     Participant.Role.AGR: frozenset({"market:read", "offers:write", "prognoses:write", "settlement:read",
                                      "portfolio:read", "drivers:write", "disputes:write"}),
     Participant.Role.DSO: frozenset(
-        {"market:read", "requests:write", "orders:write", "contracts:write", "settlement:read", "disputes:write"}
+        {"market:read", "requests:write", "orders:write", "contracts:write", "settlement:read", "disputes:write",
+         "meter-data:write"}
     ),
 }
 

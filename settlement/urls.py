@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from settlement import apis
+from settlement import apis, meter_apis
 
 urlpatterns = [
     path("statements/", apis.StatementListApi.as_view(), name="statement-list"),
@@ -19,4 +19,7 @@ urlpatterns = [
     path("disputes/<uuid:pk>/resolve/", apis.DisputeResolveApi.as_view(), name="dispute-resolve"),
     path("driver-report/sessions/", apis.DriverSessionReportApi.as_view(), name="driver-report-sessions"),
     path("driver-report/drivers/", apis.DriverMonthReportApi.as_view(), name="driver-report-drivers"),
+    path("meter-readings/", meter_apis.MeterReadingsCreateApi.as_view(), name="meter-readings-create"),
+    path("meter-imports/", meter_apis.MeterImportListApi.as_view(), name="meter-import-list"),
+    path("meter-imports/<uuid:pk>/", meter_apis.MeterImportDetailApi.as_view(), name="meter-import-detail"),
 ]

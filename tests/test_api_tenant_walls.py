@@ -38,7 +38,9 @@ from market.models import (
     Participant,
 )
 from market.services import IspPower
-from settlement.models import Dispute, OrderSettlement, SettlementLine, Statement
+from settlement.ingest import RawRow
+from settlement.models import Dispute, MeterImportBatch, MeterReading, OrderSettlement, SettlementLine, Statement
+from settlement.services import meter_rows_import
 from tests.builders import make_offer, make_prognosis, make_request
 from tests.conftest import World, api_client_for
 from tests.factories import (
@@ -81,6 +83,7 @@ class Owned:
     dispute: Any = None
     driver: Any = None  # Voltflex's driver and a session of theirs behind `point` (aggregator API)
     charging_session: Any = None
+    meter_batch: Any = None  # Gridco's meter-data delivery for `point`
 
     def secrets(self, world: World, caller: Participant) -> set[str]:
         """Strings that must never reach `caller`: ids, references and EANs of what it may not see."""
@@ -93,6 +96,8 @@ class Owned:
         found |= {str(self.request.conversation_id), str(self.ordered_offer.conversation_id)}
         # (driver references and token uids are per aggregator: another may register the same ones)
         found |= {str(obj.pk) for obj in (self.driver, self.charging_session) if obj is not None}
+        if self.meter_batch is not None:
+            found.add(str(self.meter_batch.pk))
         if self.charging_session is not None:
             found.add(self.charging_session.cpo_session_id)
         found |= {self.order.order_reference, self.contract.contract_id, self.voltflex_key.prefix,
@@ -119,7 +124,8 @@ class Owned:
             "boosted_at": ChargingSession.objects.get(pk=self.charging_session.pk).boosted_at
             if self.charging_session is not None else None,
             "counts": [model.objects.count() for model in (FlexRequest, DPrognosis, FlexOffer, FlexOrder,
-                                                           FlexContract, FlexReservationUpdate, Statement)],
+                                                           FlexContract, FlexReservationUpdate, Statement,
+                                                           MeterReading)],
         }
 
 
@@ -167,6 +173,9 @@ def owned(world: World, tomorrow: date) -> Owned:
                  ordered_offer=ordered_offer, order=order, contract=contract, reservation=reservation,
                  statement=statement, voltflex_key=voltflex_key, gridco_key=gridco_key, dispute=dispute)
     owned_objects.driver, owned_objects.charging_session = driver, charging_session
+    owned_objects.meter_batch = meter_rows_import(
+        rows=[RawRow(1, point.connections.first().ean, isp_time.isp_start(tomorrow, 69).isoformat(), "0.5", "0", "0")],
+        source_format="json", submitted_by=world.gridco).batch
     return owned_objects
 
 
@@ -272,6 +281,14 @@ PLAN: dict[str, Callable[[Owned], list[Probe]]] = {
     "settlement/disputes/<uuid:pk>/resolve/": lambda o: [
         Probe("post", pk(o.dispute), body={"decision": "reject", "reason": "not mine to resolve"}),
         Probe("post", pk(o.dispute), body={"decision": "accept", "corrected_amount_eur": "0.00"})],
+    # A foreign DSO's delivery for Gridco's connection is its own batch with every row refused (the EAN not
+    # echoed); an aggregator may not deliver at all.
+    "settlement/meter-readings/": lambda o: [Probe("post", expect="own_meter", body={"readings": [
+        {"connection_ean": o.point.connections.first().ean, "isp_start": isp_time.isp_start(o.day, 70).isoformat(),
+         "kwh_import": "9.000"}]})],
+    "settlement/meter-imports/": lambda o: [Probe("get", expect="list"),
+                                            Probe("get", query={"with_rejections": "false"}, expect="list")],
+    "settlement/meter-imports/<uuid:pk>/": lambda o: [Probe("get", pk(o.meter_batch), owner="gridco")],
     "settlement/driver-report/sessions/": lambda o: [Probe("get", query={"month": o.day.strftime("%Y-%m")},
                                                            expect="list")],
     "settlement/driver-report/drivers/": lambda o: [Probe("get", query={"month": o.day.strftime("%Y-%m")},
@@ -369,6 +386,10 @@ def test_foreign_credentials_get_nothing_from_any_api_url(world, owned, caller):
             elif probe.expect == "own_driver":  # an aggregator registers its own driver; a DSO may not
                 ok = (response.status_code == 201 and Driver.objects.get(pk=body["id"]).aggregator == participant) \
                     or (participant.role == Participant.Role.DSO and response.status_code == 403)
+            elif probe.expect == "own_meter":
+                ok = (response.status_code == 201 and body["accepted"] == 0
+                      and MeterImportBatch.objects.get(pk=body["id"]).submitted_by == participant) \
+                    or (participant.role == Participant.Role.AGR and response.status_code == 403)
             elif probe.expect == "own":
                 ok = response.status_code == 201 and ApiKey.objects.get(pk=body["id"]).participant == participant
             elif probe.expect == "reference":

@@ -401,3 +401,38 @@ def meter_readings_import(*, rows: Iterable[MeterReadingRow], submitted_by: Part
                   str(int(row.quality))) for number, row in enumerate(rows, start=1)]
     return meter_rows_import(rows=raw, source_format=MeterImportBatch.Format.ROWS, source_name=source_name,
                              submitted_by=submitted_by)
+
+
+def meter_file_import(
+    *,
+    path: Path,
+    file_format: str,
+    connection_ean: str = "",
+    dsmr_specification: str | None = None,
+    submitted_by: Participant | None = None,
+    engine: str = "auto",
+    actor: Any = None,
+    actor_label: str = "",
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import a delivery file: csv (README "Meter data in"), uftp (a UFTP Metering message) or dsmr (P1 telegrams
+    of one meter; `connection_ean` names the connection it reads)."""
+    from settlement.ingest import dsmr, uftp_metering
+
+    if file_format == MeterImportBatch.Format.CSV:
+        return meter_csv_import(path=path, submitted_by=submitted_by, engine=engine, actor=actor,
+                                actor_label=actor_label, progress=progress)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if file_format == MeterImportBatch.Format.UFTP:
+        message = uftp_metering.metering_parse(data)
+        return meter_rows_import(rows=message.rows, source_format=file_format, content_hash=digest,
+                                 source_name=f"{path.name} (Metering {message.message_id} r{message.revision})",
+                                 submitted_by=submitted_by, actor=actor, actor_label=actor_label, progress=progress)
+    if file_format == MeterImportBatch.Format.DSMR:
+        rows = dsmr.dsmr_rows(data, connection_ean=connection_ean, specification=dsmr_specification)
+        return meter_rows_import(rows=rows, source_format=file_format, content_hash=digest,
+                                 source_name=f"{path.name} ({connection_ean})", submitted_by=submitted_by,
+                                 actor=actor, actor_label=actor_label, progress=progress)
+    raise ApplicationError(f"Unknown format {file_format!r}: csv, uftp or dsmr.", code="unknown_format",
+                           field="format")
