@@ -15,12 +15,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from django.db.models import Q
+
 from aggregator.models import ChargingSession, SessionSchedule
 from aggregator.optimiser import Horizon, SessionInput, uncontrolled_kw
 from common import isp as isp_time
 from common.exceptions import ApplicationError
-from market import selectors as market_selectors
-from market.models import CongestionPoint, Participant
+from market.models import AggregatorConnection, CongestionPoint, Participant
 from settlement.baselines.base import BaselineMethod, BaselineRequest, BaselineResult, to_w
 
 
@@ -35,14 +36,36 @@ def delivering_sessions(*, aggregator: Participant, congestion_point: Congestion
                         period: date) -> list[ChargingSession]:
     """Sessions at the aggregator's charge points on connections it represents behind the point that overlap
     the market day (ended ones included: settlement looks back)."""
-    connections = market_selectors.represented_connections(aggregator=aggregator, congestion_point=congestion_point,
-                                                           day=period)
-    return list(
+    return sessions_by_group(groups=[(aggregator.pk, congestion_point.pk)], period=period).get(
+        (aggregator.pk, congestion_point.pk), [])
+
+
+def sessions_by_group(*, groups: Sequence[tuple[Any, Any]], period: date) -> dict[tuple[Any, Any], list[ChargingSession]]:
+    """delivering_sessions for many (aggregator id, point id) groups of one day in two queries."""
+    if not groups:
+        return {}
+    aggregators, points = {g[0] for g in groups}, {g[1] for g in groups}
+    sessions = list(
         ChargingSession.objects.filter(
-            charge_point__cpo__aggregator=aggregator, charge_point__connection__in=connections,
+            charge_point__cpo__aggregator_id__in=aggregators, charge_point__connection__congestion_point_id__in=points,
             arrival_at__lt=isp_time.day_end(period), expected_departure_at__gt=isp_time.day_start(period),
-        ).exclude(status=ChargingSession.Status.INVALID).order_by("arrival_at", "pk")
+        ).exclude(status=ChargingSession.Status.INVALID)
+        .select_related("charge_point__cpo", "charge_point__connection").order_by("arrival_at", "pk")
     )
+    if not sessions:
+        return {}
+    represented = set(AggregatorConnection.objects.filter(
+        Q(valid_until__isnull=True) | Q(valid_until__gt=period), valid_from__lte=period,
+        connection_id__in={s.charge_point.connection_id for s in sessions},
+    ).values_list("aggregator_id", "connection_id"))
+    wanted = set(groups)
+    found: dict[tuple[Any, Any], list[ChargingSession]] = {}
+    for session in sessions:
+        aggregator_id = session.charge_point.cpo.aggregator_id
+        key = (aggregator_id, session.charge_point.connection.congestion_point_id)
+        if key in wanted and (aggregator_id, session.charge_point.connection_id) in represented:
+            found.setdefault(key, []).append(session)
+    return found
 
 
 def _input(session: ChargingSession) -> SessionInput:
@@ -56,6 +79,11 @@ def _input(session: ChargingSession) -> SessionInput:
 def session_profiles(*, aggregator: Participant, congestion_point: CongestionPoint, period: date,
                      isps: Sequence[int]) -> list[SessionProfile]:
     sessions = delivering_sessions(aggregator=aggregator, congestion_point=congestion_point, period=period)
+    return profiles_of(sessions=sessions, period=period, isps=isps)
+
+
+def profiles_of(*, sessions: Sequence[ChargingSession], period: date, isps: Sequence[int]) -> list[SessionProfile]:
+    """Uncontrolled and scheduled W per ISP for each session (one schedule query)."""
     if not sessions:
         return []
     inputs = [_input(session) for session in sessions]

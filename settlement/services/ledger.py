@@ -121,11 +121,14 @@ def _disputes_of(statement: Statement) -> list[dict[str, Any]]:
 def statement_document_from_db(statement: Statement, *, recompute_settlements: bool) -> dict[str, Any]:
     """The document as the database holds it now. With `recompute_settlements`, each settlement's hash is
     recomputed from its lines (verification); otherwise the stored hash is used (issuing)."""
-    settlements = list(
-        OrderSettlement.objects.filter(statement=statement)
-        .select_related("flex_order", "baseline")
-        .prefetch_related(Prefetch("lines", queryset=SettlementLine.objects.order_by("isp")))
-    )
+    queryset = OrderSettlement.objects.filter(statement=statement)
+    if recompute_settlements:
+        queryset = queryset.select_related("flex_order", "baseline").prefetch_related(
+            Prefetch("lines", queryset=SettlementLine.objects.order_by("isp")))
+    else:  # the stored hashes suffice: no lines (a monthly statement can have hundreds of thousands)
+        queryset = queryset.select_related("flex_order").only("total_eur", "content_sha256",
+                                                              "flex_order__order_reference")
+    settlements = list(queryset)
     if recompute_settlements:
         for settlement in settlements:
             settlement.content_sha256 = order_settlement_hash(settlement, settlement.lines.all())

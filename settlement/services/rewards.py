@@ -17,7 +17,7 @@ from typing import Any
 
 from market.models import FlexOrder, FlexOrderIsp
 from settlement.baselines.base import W_PER_KWH_PER_ISP
-from settlement.baselines.ev_counterfactual import SessionProfile, session_profiles
+from settlement.baselines.ev_counterfactual import SessionProfile, profiles_of, sessions_by_group
 from settlement.models import OrderSettlement, SessionReward
 
 CENT = Decimal("0.01")
@@ -41,18 +41,26 @@ def allocate_cents(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     return [Decimal(value) * CENT for value in floors]
 
 
-def _order_shares(order: FlexOrder) -> dict[int, tuple[int, Decimal]]:
-    """ISP -> (direction, this order's share of the flex ordered there by the aggregator on the point)."""
-    totals: dict[tuple[int, int], int] = defaultdict(int)
-    for other in FlexOrder.objects.filter(aggregator_id=order.aggregator_id, congestion_point_id=order.congestion_point_id,
-                                          period=order.period, status__in=SETTLEABLE_STATUSES).prefetch_related("isps"):
-        for row in other.isps.all():
-            totals[(row.isp, -1 if row.power_w < 0 else 1)] += abs(row.power_w)
-    shares = {}
-    for row in order.isps.all():
-        direction = -1 if row.power_w < 0 else 1
-        total = totals.get((row.isp, direction)) or abs(row.power_w) or 1
-        shares[row.isp] = (direction, abs(Decimal(row.power_w)) / Decimal(total))
+def _shares(orders: Sequence[FlexOrder]) -> dict[Any, dict[int, tuple[int, Decimal]]]:
+    """Per order: ISP -> (direction, its share of the flex ordered there by its aggregator on its point), from one
+    query over every order of those groups and days."""
+    groups = {(o.aggregator_id, o.congestion_point_id, o.period) for o in orders}
+    totals: dict[tuple[Any, Any, Any, int, int], int] = defaultdict(int)
+    rows = FlexOrderIsp.objects.filter(
+        flex_order__aggregator_id__in={g[0] for g in groups}, flex_order__congestion_point_id__in={g[1] for g in groups},
+        flex_order__period__in={g[2] for g in groups}, flex_order__status__in=SETTLEABLE_STATUSES,
+    ).values_list("flex_order__aggregator_id", "flex_order__congestion_point_id", "flex_order__period", "isp", "power_w")
+    for aggregator_id, point_id, period, isp, power_w in rows.iterator(chunk_size=20_000):
+        totals[(aggregator_id, point_id, period, isp, -1 if power_w < 0 else 1)] += abs(power_w)
+    shares: dict[Any, dict[int, tuple[int, Decimal]]] = {}
+    for order in orders:
+        mine = {}
+        for row in order.isps.all():
+            direction = -1 if row.power_w < 0 else 1
+            total = totals.get((order.aggregator_id, order.congestion_point_id, order.period, row.isp, direction)) \
+                or abs(row.power_w) or 1
+            mine[row.isp] = (direction, abs(Decimal(row.power_w)) / Decimal(total))
+        shares[order.pk] = mine
     return shares
 
 
@@ -65,26 +73,35 @@ def shifted_kwh(profile: SessionProfile, shares: dict[int, tuple[int, Decimal]])
 
 
 def rewards_allocate(*, settlements: Sequence[OrderSettlement]) -> list[SessionReward]:
-    """Create the SessionReward rows of freshly saved order settlements."""
-    profiles_cache: dict[tuple[Any, Any, Any], list[SessionProfile]] = {}
+    """Create the SessionReward rows of freshly saved order settlements (a few queries per market day, whatever
+    the number of orders)."""
+    paying = [s for s in settlements if s.total_eur > 0]
+    by_day: dict[Any, list[OrderSettlement]] = defaultdict(list)
+    for settlement in paying:
+        by_day[settlement.flex_order.period].append(settlement)
     rewards: list[SessionReward] = []
-    for settlement in settlements:
-        order = settlement.flex_order
-        shares = _order_shares(order)
-        key = (order.aggregator_id, order.congestion_point_id, order.period)
-        if key not in profiles_cache:
-            isps = sorted(set(FlexOrderIsp.objects.filter(
-                flex_order__aggregator_id=order.aggregator_id, flex_order__congestion_point_id=order.congestion_point_id,
-                flex_order__period=order.period).values_list("isp", flat=True)) | set(shares))
-            profiles_cache[key] = session_profiles(aggregator=order.aggregator, congestion_point=order.congestion_point,
-                                                   period=order.period, isps=isps)
-        profiles = profiles_cache[key]
-        shifts = [shifted_kwh(profile, shares) for profile in profiles]
-        amounts = allocate_cents(settlement.total_eur, shifts)
-        rewards += [
-            SessionReward(order_settlement=settlement, session=profile.session,
-                          shifted_kwh=shift.quantize(Decimal("0.001")), reward_eur=amount)
-            for profile, shift, amount in zip(profiles, shifts, amounts, strict=True)
-            if shift > 0
-        ]
+    for period, day_settlements in by_day.items():
+        orders = [s.flex_order for s in day_settlements]
+        sessions = sessions_by_group(groups=[(o.aggregator_id, o.congestion_point_id) for o in orders], period=period)
+        if not sessions:
+            continue  # nobody steered a session there: nothing to share (the common case without our EVs)
+        shares = _shares(orders)
+        profiles: dict[Any, list[SessionProfile]] = {}
+        for settlement in day_settlements:
+            order = settlement.flex_order
+            group = (order.aggregator_id, order.congestion_point_id)
+            if group not in sessions:
+                continue
+            if group not in profiles:
+                isps = sorted({isp for o in orders if (o.aggregator_id, o.congestion_point_id) == group
+                               for isp in shares[o.pk]})
+                profiles[group] = profiles_of(sessions=sessions[group], period=period, isps=isps)
+            shifts = [shifted_kwh(profile, shares[order.pk]) for profile in profiles[group]]
+            amounts = allocate_cents(settlement.total_eur, shifts)
+            rewards += [
+                SessionReward(order_settlement=settlement, session=profile.session,
+                              shifted_kwh=shift.quantize(Decimal("0.001")), reward_eur=amount)
+                for profile, shift, amount in zip(profiles[group], shifts, amounts, strict=True)
+                if shift > 0
+            ]
     return SessionReward.objects.bulk_create(rewards, batch_size=2000)
