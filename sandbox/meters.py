@@ -9,9 +9,11 @@ aggregator.baseload, is added. Sessions are then reported complete, as the CPO w
 from __future__ import annotations
 
 import random
+import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from aggregator import baseload
 from aggregator.adapters.ocpi import parse_ocpi_datetime
@@ -21,7 +23,8 @@ from common import isp as isp_time
 from common.exceptions import TransitionError
 from market.models import Connection
 from sandbox.models import SandboxChargingProfile
-from settlement.services import MeterReadingRow, meter_readings_import
+from settlement.ingest.csv_format import csv_text
+from settlement.services import meter_csv_import
 
 BASE_LOAD_NOISE = 0.15  # lognormal sigma per ISP
 
@@ -103,7 +106,9 @@ def meters_simulate_day(*, period: date, seed: int = 7) -> MeterSimulation:
         except TransitionError:
             pass
 
-    rows: list[MeterReadingRow] = []
+    # The meters' day goes in as a metering company delivers it: the documented CSV, through the same import
+    # as any file (COPY on PostgreSQL).
+    lines: list[tuple[str, str, str, str, str]] = []
     connections = Connection.objects.filter(charge_points__isnull=False).distinct().order_by("ean")
     for connection in connections:
         forecast = baseload.household_profile_kw(annual_kwh=connection.annual_consumption_kwh, slot_starts=day_starts)
@@ -112,9 +117,12 @@ def meters_simulate_day(*, period: date, seed: int = 7) -> MeterSimulation:
             noise = rng.lognormvariate(-(BASE_LOAD_NOISE**2) / 2, BASE_LOAD_NOISE)  # mean 1: forecast is unbiased
             base_kwh = base_kw * isp_time.ISP_HOURS * noise
             kwh = base_kwh + ev.get(start, 0.0)
-            rows.append(MeterReadingRow(connection_ean=connection.ean, isp_start=start,
-                                        kwh_import=Decimal(str(round(kwh, 3)))))
-    result = meter_readings_import(rows=rows)
+            lines.append((connection.ean, start.astimezone(isp_time.MARKET_TZ).isoformat(), f"{kwh:.3f}", "0.000",
+                          "0"))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"meters-{period.isoformat()}.csv"
+        path.write_text(csv_text(lines), encoding="utf-8")
+        result = meter_csv_import(path=path)
     return MeterSimulation(readings=result.received, stored=result.stored, sessions_completed=completed,
                            ev_energy_kwh=total_ev)
 
