@@ -30,6 +30,7 @@ class BaselineRequest:
     connections: Sequence[str]  # EANs represented on `period`
     d_prognosis: DPrognosis | None = None
     measured_w: dict[int, Decimal] = field(default_factory=dict)  # metered average W of `isps`, when known
+    d_prognosis_w: dict[int, int] | None = None  # the prognosis values of `isps`, when the caller loaded them
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ class UsefDPrognosis(BaselineMethod):
         prognosis = request.d_prognosis
         if prognosis is None:
             raise ApplicationError("The order has no D-prognosis baseline.", code="no_baseline", field="flex_order")
-        values = {row.isp: row.power_w for row in prognosis.isps.all() if row.isp in set(request.isps)}
+        if request.d_prognosis_w is not None:
+            values = {isp: w for isp, w in request.d_prognosis_w.items() if isp in set(request.isps)}
+        else:
+            values = dict(prognosis.isps.filter(isp__in=list(request.isps)).values_list("isp", "power_w"))
         missing = sorted(set(request.isps) - set(values))
         if missing:
             raise ApplicationError(f"The D-prognosis has no value for ISPs {missing[:10]}.", code="no_baseline",
