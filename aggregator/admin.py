@@ -13,6 +13,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from aggregator.models import ChargePoint, ChargePointOperator, ChargingProfileCommand, ChargingSession, SessionSchedule
+from aggregator.models.drivers import Driver, DriverToken
 from aggregator.models.oscp import (
     CapacityAdjustment,
     CapacityGroup,
@@ -97,16 +98,52 @@ class ChargingSessionAdmin(admin.ModelAdmin):
         "arrival_at",
         "expected_departure_at",
         "energy_requested_kwh",
+        "energy_source",
+        "departure_source",
         "energy_delivered_kwh",
+        "boosted_at",
         "ended_at",
     )
-    list_filter = ("status", ("charge_point__cpo", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("cpo_session_id", "charge_point__evse_uid", "=charge_point__connection__ean")
+    list_filter = ("status", "energy_source", "departure_source", "flex_opt_out", "v2g_capable",
+                   ("charge_point__cpo", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("cpo_session_id", "charge_point__evse_uid", "=charge_point__connection__ean", "=token_uid",
+                     "=driver__reference")
     date_hierarchy = "arrival_at"
     list_select_related = ("charge_point",)
-    raw_id_fields = ("charge_point",)
-    readonly_fields = ("id", "status", *STAMPS)
+    raw_id_fields = ("charge_point", "driver")
+    readonly_fields = ("id", "status", "boosted_at", *STAMPS)
     show_full_result_count = False
+
+
+class DriverTokenInline(admin.TabularInline):
+    """Tokens are added through the API; support may delete a lost card here."""
+
+    model = DriverToken
+    fields = ("uid", "created_at")
+    readonly_fields = ("uid", "created_at")
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Driver)
+class DriverAdmin(admin.ModelAdmin):
+    """Drivers and their standing preferences. Change preferences through the API (it re-plans open sessions);
+    here they are shown for support."""
+
+    list_display = ("reference", "aggregator", "usual_departure_time", "min_energy_kwh", "min_energy_by_time",
+                    "flex_opt_out", "v2g_allowed", "created_at")
+    list_filter = (("aggregator", admin.RelatedOnlyFieldListFilter), "flex_opt_out", "v2g_allowed")
+    search_fields = ("reference", "=tokens__uid")
+    list_select_related = ("aggregator",)
+    readonly_fields = ("id", "aggregator", "usual_departure_time", "min_energy_kwh", "min_energy_by_time",
+                       "flex_opt_out", "v2g_allowed", "battery_capacity_kwh", *STAMPS)
+    inlines = [DriverTokenInline]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # drivers are registered through the API, with their tokens and audit trail
 
 
 @admin.register(SessionSchedule)

@@ -60,8 +60,8 @@ def departure_margin(session: ChargingSession) -> timedelta:
 
 
 def planned_departure(session: ChargingSession) -> datetime:
-    """The departure the plan works to: the expected one minus the safety margin, but never cutting the stay by
-    more than half (a short stay keeps most of its time)."""
+    """When the plan wants the car full: the expected departure minus the safety margin, but never cutting the
+    stay by more than half (a short stay keeps most of its time)."""
     stay = session.expected_departure_at - session.arrival_at
     return session.expected_departure_at - min(departure_margin(session), stay / 2)
 
@@ -89,20 +89,28 @@ def max_discharge_kw(session: ChargingSession) -> float:
 
 
 def session_input(session: ChargingSession) -> SessionInput:
-    """The optimiser's view of a whole session, with the safety margins applied."""
-    departure = planned_departure(session)
-    minimum: tuple[tuple[datetime, float], ...] = ()
+    """The optimiser's view of a whole session, with the safety margins applied.
+
+    The margin is a deadline, not a shorter stay: the whole planned energy is due by the planned departure
+    (expected departure minus the margin), as far as full power can get it there; whatever cannot may still
+    come until the expected departure, so a margin never leaves a driver with less energy than without it.
+    """
+    energy = planned_energy_kwh(session)
+    due = planned_departure(session)
+    deadlines: list[tuple[datetime, float]] = []
+    if due < session.expected_departure_at and energy > 0:
+        deadlines.append((due, energy))
     if session.min_energy_kwh is not None and session.min_energy_by is not None:
-        minimum = ((min(session.min_energy_by, departure), float(session.min_energy_kwh)),)
+        deadlines.append((min(session.min_energy_by, due), float(session.min_energy_kwh)))
     return SessionInput(
         key=str(session.pk),
         arrival=session.arrival_at,
-        departure=departure,
-        energy_kwh=planned_energy_kwh(session),
+        departure=session.expected_departure_at,
+        energy_kwh=energy,
         max_power_kw=session.max_power_w / W_PER_KW,
         min_power_kw=min(session.min_power_w, session.max_power_w) / W_PER_KW,
         max_discharge_kw=max_discharge_kw(session),
-        min_energy_by=minimum,
+        min_energy_by=tuple(deadlines),
         flexible=session.is_flexible,
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from aggregator import estimates, portfolio, services
@@ -177,9 +178,25 @@ class TestSafetyMargin:
         assert portfolio.planned_departure(session) == local(date(2027, 1, 13), 5, 30)
         assert portfolio.planned_energy_kwh(session) == pytest.approx(20)
 
-    def test_the_optimiser_works_to_the_planned_departure(self, charger):
+    def test_the_optimiser_wants_the_energy_by_the_planned_departure_and_keeps_the_whole_stay(self, charger):
         session_input = portfolio.session_input(self.session(charger, departure_source=Source.HISTORY))
-        assert session_input.departure == local(date(2027, 1, 13), 6).astimezone(UTC)
+        assert session_input.min_energy_by == ((local(date(2027, 1, 13), 6).astimezone(UTC), 20.0),)
+        assert session_input.departure == local(date(2027, 1, 13), 7).astimezone(UTC)
+
+    def test_the_margin_finishes_the_plan_early_yet_never_costs_the_driver_energy(self, charger):
+        """Dispatch with the margin: a long stay is full an hour early; a short one still gets all that fits."""
+        from aggregator.optimiser import Horizon, dispatch_optimise
+
+        long_stay = self.session(charger, departure_source=Source.HISTORY)  # 18:00-07:00, 20 kWh, due 06:00
+        short_stay = self.session(charger, departure_source=Source.HISTORY, max_power_w=3_700,
+                                  expected_departure_at=local(date(2027, 1, 12), 21))  # 3 h x 3.7 = 11.1 kWh
+        inputs = [portfolio.session_input(long_stay), portfolio.session_input(short_stay)]
+        horizon = Horizon.covering(start=local(date(2027, 1, 12), 18), sessions=inputs)
+        result = dispatch_optimise(horizon=horizon, sessions=inputs, ordered_reduction_kw={},
+                                   base_load_kw=np.zeros(horizon.slots))
+        due_slot = horizon.slot_of(local(date(2027, 1, 13), 6))
+        assert result.schedule_kw[0, :due_slot].sum() * isp_time.ISP_HOURS == pytest.approx(20, abs=0.01)
+        assert result.schedule_kw[1].sum() * isp_time.ISP_HOURS == pytest.approx(11.1, abs=0.01)
 
 
 class TestLocalTimes:
