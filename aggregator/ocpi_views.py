@@ -13,8 +13,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from aggregator.adapters.ocpi import OCPI_VERSION, PROFILE_RESULT_TYPES, envelope, token_candidates
+from aggregator.delivery import charging_profile_result_record
+from aggregator.encryption import token_digest
 from aggregator.models import ChargePointOperator, ChargingProfileCommand
-from aggregator.services import charging_profile_result_record
 from common.exceptions import ApplicationError
 
 
@@ -30,7 +31,7 @@ def _ocpi_response(request: HttpRequest, body: dict[str, Any], *, status: int = 
 def _authenticated_cpo(request: HttpRequest) -> ChargePointOperator | None:
     # The Base64-decoded reading is tried first (OCPI 2.2.x), the raw token only as a fallback.
     for candidate in token_candidates(request.headers.get("Authorization")):
-        cpo = ChargePointOperator.objects.filter(token_from_cpo=candidate, is_active=True).first()
+        cpo = ChargePointOperator.objects.filter(token_from_cpo_digest=token_digest(candidate), is_active=True).first()
         if cpo is not None:
             return cpo
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 
 from celery import shared_task
@@ -27,27 +26,34 @@ def dispatch_order_task(self, flex_order_id: str) -> dict[str, object] | None:  
     return summary.__dict__
 
 
-@shared_task(bind=True, acks_late=True, max_retries=8)
-def send_order_commands_task(self, flex_order_id: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Send every PENDING command of an order; retry the task with exponential backoff + jitter while some
-    command is still PENDING after a transient failure."""
-    from aggregator.models import ChargingProfileCommand
-    from aggregator.services import charging_profile_command_send
+@shared_task(acks_late=True)
+def send_commands_task(command_ids: list[str]) -> dict[str, int]:
+    """Send a batch of outbox commands (aggregator.delivery.send_batch). Acked late and idempotent: a batch
+    redelivered after a worker crash only claims what is still PENDING; retries re-schedule themselves."""
+    from aggregator.delivery import send_batch
 
-    pending = list(
-        ChargingProfileCommand.objects.filter(flex_order_id=uuid.UUID(flex_order_id),
-                                              status=ChargingProfileCommand.Status.PENDING)
-        .order_by("created_at")
-        .values_list("pk", flat=True)
-    )
-    counts: dict[str, int] = {}
-    for command_id in pending:
-        command = charging_profile_command_send(command_id=command_id)
-        counts[command.status] = counts.get(command.status, 0) + 1
-    if counts.get(ChargingProfileCommand.Status.PENDING):
-        countdown = min(600, 2 ** self.request.retries * 5) * (0.5 + random.random())  # noqa: S311
-        raise self.retry(countdown=countdown)
-    return counts
+    return send_batch(command_ids)
+
+
+@shared_task(acks_late=True)
+def send_order_commands_task(flex_order_id: str) -> dict[str, int]:
+    """Send every PENDING command of an order (operators and tests; dispatch itself queues send_commands_task)."""
+    from aggregator.delivery import send_batch
+    from aggregator.models import ChargingProfileCommand
+
+    pending = [str(pk) for pk in ChargingProfileCommand.objects.filter(
+        flex_order_id=uuid.UUID(flex_order_id), status=ChargingProfileCommand.Status.PENDING,
+    ).order_by("created_at").values_list("pk", flat=True)]
+    return send_batch(pending)
+
+
+@shared_task
+def dispatch_sweep_task() -> dict[str, int]:
+    """Beat, every DISPATCH_SWEEP_INTERVAL_S: reclaim commands of lost workers, re-queue due retries, time out
+    accepted commands whose result never came."""
+    from aggregator.delivery import sweep
+
+    return sweep().__dict__
 
 
 @shared_task(bind=True, acks_late=True, max_retries=3)

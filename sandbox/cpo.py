@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from aggregator.adapters.ocpi import envelope, token_candidates
+from aggregator.encryption import token_digest
 from aggregator.models import ChargingSession
 from sandbox.models import SandboxChargingProfile, SandboxCpoClient
 
@@ -81,7 +82,7 @@ def charging_profile_put(request: HttpRequest, session_id: str) -> JsonResponse:
 
     session = ChargingSession.objects.filter(
         cpo_session_id__iexact=session_id,  # OCPI ids are CiString: case-insensitive
-        charge_point__cpo__token_for_cpo=client.token_from_client,
+        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client),
         status__in=[ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE],
     ).first()
     if session is None:

@@ -19,10 +19,22 @@ class ProfileSendResult:
 
 
 class ChargingProfileAdapter(ABC):
-    """Sends one charging profile for one session. Raises common.exceptions.AdapterError on transport failure."""
+    """Sends charging-profile commands for one session. Raises common.exceptions.AdapterError on transport
+    failure (`permanent` says whether a retry can help). Implementations must be thread-safe: the delivery
+    pipeline calls them from a pool of threads."""
 
     @abstractmethod
     def set_charging_profile(
         self, *, cpo: ChargePointOperator, session_id: str, body: dict[str, Any], correlation_id: str
     ) -> ProfileSendResult:
         raise NotImplementedError(".set_charging_profile() must be overridden")
+
+    def get_active_profile(
+        self, *, cpo: ChargePointOperator, session_id: str, duration_s: int, response_url: str, correlation_id: str
+    ) -> ProfileSendResult:
+        raise NotImplementedError(f"{type(self).__name__} cannot read active profiles")
+
+    def clear_profile(
+        self, *, cpo: ChargePointOperator, session_id: str, response_url: str, correlation_id: str
+    ) -> ProfileSendResult:
+        raise NotImplementedError(f"{type(self).__name__} cannot clear profiles")

@@ -1,22 +1,14 @@
 """Aggregator models, one module per concern; Django finds them all through this package.
 
 operators: CPOs and their protocol credentials. portfolio: charge points, sessions, schedules.
-dispatch: the outbox of commands to CPOs. drivers: EV drivers, their preferences and tokens.
+dispatch: the outbox of commands to CPOs. ocpi: CPO locations/EVSEs and sessions as received. drivers: EV drivers, their preferences and tokens.
 Add a module for a new concern and import it here.
 """
 
 from aggregator.models.dispatch import ChargingProfileCommand
+from aggregator.models.ocpi import OcpiEvse, OcpiLocation, OcpiSession
 from aggregator.models.drivers import Driver, DriverToken
 from aggregator.models.operators import ChargePointOperator
-from aggregator.models.oscp import (
-    CapacityAdjustment,
-    CapacityGroup,
-    ComplianceError,
-    GroupMeasurement,
-    OscpInboundMessage,
-    OscpOutboundMessage,
-    OscpPeer,
-)
 from aggregator.models.oscp import (
     CapacityAdjustment,
     CapacityGroup,
@@ -42,5 +34,8 @@ __all__ = [
     "ChargingSession",
     "Driver",
     "DriverToken",
+    "OcpiEvse",
+    "OcpiLocation",
+    "OcpiSession",
     "SessionSchedule",
 ]

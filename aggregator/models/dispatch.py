@@ -15,9 +15,13 @@ from market.models import FlexOrder
 class ChargingProfileCommand(BaseModel):
     """An outbox row: one OCPI chargingprofiles call to a CPO, written with the decision that caused it.
 
-    Lifecycle (OCPI-BRIEF 6.5): PENDING -> SENDING -> (sync answer) ACCEPTED | REJECTED | NOT_SUPPORTED |
-    TOO_OFTEN | UNKNOWN_SESSION | FAILED, then for ACCEPTED the CPO's async result: RESULT_ACCEPTED |
-    RESULT_REJECTED | RESULT_UNKNOWN. The id is in the response_url, so results find their command.
+    Lifecycle (OCPI-BRIEF 6.5, aggregator.delivery): PENDING -> SENDING (claimed by one worker, under a lease)
+    -> the CPO's synchronous answer: ACCEPTED | REJECTED | NOT_SUPPORTED | UNKNOWN_SESSION; TOO_OFTEN and
+    transient failures go back to PENDING with `next_attempt_at` (exponential backoff with jitter) until
+    the attempts run out (DEAD_LETTER); permanent failures end FAILED. For ACCEPTED the CPO's async result
+    follows: RESULT_ACCEPTED | RESULT_REJECTED | RESULT_UNKNOWN, or TIMED_OUT when none came within the
+    CPO's timeout. A newer command for the session supersedes an unsent one (SUPERSEDED). The id is in the
+    response_url, so results find their command.
     """
 
     class Kind(models.TextChoices):
@@ -38,18 +42,21 @@ class ChargingProfileCommand(BaseModel):
         RESULT_ACCEPTED = "RESULT_ACCEPTED", "Applied by charger"
         RESULT_REJECTED = "RESULT_REJECTED", "Refused by charger"
         RESULT_UNKNOWN = "RESULT_UNKNOWN", "Unknown at charger"
+        TIMED_OUT = "TIMED_OUT", "No result within the CPO's timeout"
+        DEAD_LETTER = "DEAD_LETTER", "Dead letter (attempts exhausted)"
 
     FINAL_STATUSES = frozenset(
         {
             Status.REJECTED,
             Status.NOT_SUPPORTED,
-            Status.TOO_OFTEN,
             Status.UNKNOWN_SESSION,
             Status.FAILED,
             Status.SUPERSEDED,
             Status.RESULT_ACCEPTED,
             Status.RESULT_REJECTED,
             Status.RESULT_UNKNOWN,
+            Status.TIMED_OUT,
+            Status.DEAD_LETTER,
         }
     )
 
@@ -67,11 +74,19 @@ class ChargingProfileCommand(BaseModel):
     result_at = models.DateTimeField(null=True, blank=True)
     result_body = models.JSONField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Not sent before this (backoff).")
+    lease_id = models.UUIDField(null=True, blank=True, editable=False, help_text="The claim of the sending worker.")
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A SENDING command past this is reclaimed.")
+    result_due_at = models.DateTimeField(null=True, blank=True, help_text="ACCEPTED without a result by then: TIMED_OUT.")
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "charging profile command"
-        indexes = [models.Index(fields=["flex_order", "status"])]
+        indexes = [
+            models.Index(fields=["flex_order", "status"]),
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["session", "status"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.session.cpo_session_id} [{self.status}]"

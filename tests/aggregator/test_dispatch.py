@@ -4,6 +4,8 @@ HTTP against the sandbox CPO."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import re
 import uuid
@@ -17,12 +19,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.urls import reverse
 
-from aggregator import services
+from aggregator import delivery, services
 from aggregator.adapters.base import ChargingProfileAdapter, ProfileSendResult
 from aggregator.adapters.ocpi import parse_ocpi_datetime, token_header
 from aggregator.models import ChargePointOperator, ChargingProfileCommand, ChargingSession, SessionSchedule
 from aggregator.portfolio import PortfolioSnapshot, portfolio_snapshot
-from aggregator.services import MAX_SEND_ATTEMPTS, charging_profile_command_send, flex_order_dispatch
+from aggregator.services import charging_profile_command_send, flex_order_dispatch
 from common import isp as isp_time
 from common.exceptions import AdapterError, TransitionError
 from common.models import AuditEvent
@@ -325,15 +327,24 @@ class TestChargingProfileCommandSend:
         assert adapter.calls == [{"cpo": command.cpo, "session_id": "SES-42", "body": command.request_body,
                                   "correlation_id": str(command.pk)}]
 
-    @pytest.mark.parametrize("result", ["REJECTED", "NOT_SUPPORTED", "TOO_OFTEN", "UNKNOWN_SESSION"])
-    def test_a_refusal_is_stored_as_the_command_status(self, command, result):
+    @pytest.mark.parametrize("result", ["REJECTED", "NOT_SUPPORTED", "UNKNOWN_SESSION"])
+    def test_a_refusal_is_stored_as_the_command_status(self, command, result, monkeypatch):
+        monkeypatch.setattr(services, "charging_session_changed", lambda **kwargs: None)
         sent = charging_profile_command_send(command_id=command.pk,
                                              adapter=FakeAdapter(answer=ProfileSendResult(result=result)))
         assert sent.status == result
         assert sent.attempts == 1
+        assert sent.lease_id is None
+
+    def test_too_often_backs_off_and_sends_again_later(self, command, settings):
+        settings.DISPATCH_MAX_ATTEMPTS = 5
+        sent = charging_profile_command_send(command_id=command.pk,
+                                             adapter=FakeAdapter(answer=ProfileSendResult(result="TOO_OFTEN")))
+        assert (sent.status, sent.attempts, sent.last_error) == (Status.PENDING, 1, "TOO_OFTEN")
+        assert sent.next_attempt_at is not None and sent.next_attempt_at >= sent.sent_at
 
     @pytest.mark.parametrize("status", [Status.SENDING, Status.ACCEPTED, Status.SUPERSEDED, Status.FAILED,
-                                        Status.RESULT_ACCEPTED])
+                                        Status.RESULT_ACCEPTED, Status.DEAD_LETTER])
     def test_a_command_that_is_not_pending_is_not_sent(self, command, status):
         Command.objects.filter(pk=command.pk).update(status=status)
         adapter = FakeAdapter()
@@ -348,23 +359,29 @@ class TestChargingProfileCommandSend:
         charging_profile_command_send(command_id=command.pk, adapter=adapter)
         assert len(adapter.calls) == 1
 
-    def test_a_transient_failure_puts_it_back_to_pending(self, command):
+    def test_a_transient_failure_puts_it_back_to_pending_with_backoff(self, command):
         adapter = FakeAdapter(error=AdapterError("PUT timed out", permanent=False))
         sent = charging_profile_command_send(command_id=command.pk, adapter=adapter)
         assert sent.status == Status.PENDING
         assert sent.attempts == 1
         assert "timed out" in sent.last_error
+        assert sent.next_attempt_at is not None
+        # Not due yet: a second send right away does nothing.
+        charging_profile_command_send(command_id=command.pk, adapter=adapter)
+        assert len(adapter.calls) == 1
 
-    def test_it_fails_after_the_last_transient_attempt(self, command):
+    def test_it_dead_letters_after_the_last_transient_attempt(self, command, settings):
+        settings.DISPATCH_MAX_ATTEMPTS = 4
         adapter = FakeAdapter(error=AdapterError("HTTP 503", permanent=False))
-        for attempt in range(1, MAX_SEND_ATTEMPTS):
+        for attempt in range(1, 4):
             sent = charging_profile_command_send(command_id=command.pk, adapter=adapter)
             assert (sent.status, sent.attempts) == (Status.PENDING, attempt)
+            Command.objects.filter(pk=command.pk).update(next_attempt_at=None)  # the backoff has passed
         sent = charging_profile_command_send(command_id=command.pk, adapter=adapter)
-        assert (sent.status, sent.attempts) == (Status.FAILED, MAX_SEND_ATTEMPTS)
-        assert len(adapter.calls) == MAX_SEND_ATTEMPTS
+        assert (sent.status, sent.attempts) == (Status.DEAD_LETTER, 4)
+        assert len(adapter.calls) == 4
         charging_profile_command_send(command_id=command.pk, adapter=adapter)
-        assert len(adapter.calls) == MAX_SEND_ATTEMPTS
+        assert len(adapter.calls) == 4
 
     def test_a_permanent_failure_fails_at_once(self, command):
         adapter = FakeAdapter(error=AdapterError("HTTP 400", permanent=True, status_code=400))
@@ -374,6 +391,7 @@ class TestChargingProfileCommandSend:
 
     def test_a_success_after_a_failure_clears_the_error(self, command):
         charging_profile_command_send(command_id=command.pk, adapter=FakeAdapter(error=AdapterError("reset")))
+        Command.objects.filter(pk=command.pk).update(next_attempt_at=None)
         sent = charging_profile_command_send(command_id=command.pk, adapter=FakeAdapter())
         assert (sent.status, sent.attempts, sent.last_error) == (Status.ACCEPTED, 2, "")
 
@@ -556,7 +574,7 @@ class TestOrderSubscription:
         self, world, tomorrow, monkeypatch, django_capture_on_commit_callbacks
     ):
         adapter = FakeAdapter(answer=ProfileSendResult(result="ACCEPTED", timeout_s=30))
-        monkeypatch.setattr(services, "_adapter", lambda: adapter)
+        monkeypatch.setattr(delivery, "default_adapter", lambda: adapter)
         cpo = ChargePointOperatorFactory(aggregator=world.voltflex)
         sessions = evening_cars(world, tomorrow, cpo)
         offer = propose_and_submit(world, tomorrow)
@@ -571,7 +589,7 @@ class TestOrderSubscription:
         self, world, tomorrow, monkeypatch, django_capture_on_commit_callbacks
     ):
         adapter = FakeAdapter()
-        monkeypatch.setattr(services, "_adapter", lambda: adapter)
+        monkeypatch.setattr(delivery, "default_adapter", lambda: adapter)
         ChargePointOperatorFactory(aggregator=world.chargeco)  # a contract, but no charge points yet
         request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow)
         offer = make_offer(aggregator=world.chargeco, request=request)
@@ -640,10 +658,16 @@ class TestDispatchOverHttp:
 
         commands = commands_by_session(order)
         assert len(commands) == len(sessions)
-        assert {command.status for command in commands.values()} == {Status.REJECTED}
-        assert {command.result_at for command in commands.values()} == {None}
+        every = Command.objects.filter(session__in=sessions)
+        # The first refusal per session re-optimises once; the re-planned profiles are refused too, and no more
+        # rounds follow (no ping-pong with a CPO that refuses us).
+        assert set(every.values_list("status", flat=True)) == {Status.REJECTED}
+        per_session = Counter(every.values_list("session_id", flat=True))
+        assert set(per_session) == {session.pk for session in sessions}
+        assert max(per_session.values()) <= 2
+        assert {command.result_at for command in every} == {None}
         profiles = SandboxChargingProfile.objects.all()
-        assert profiles.count() == len(sessions)
+        assert profiles.count() == every.count()
         assert {(p.sync_result, p.is_active, p.async_result, p.result_posted_at) for p in profiles} == {
             ("REJECTED", False, "", None)}
 
@@ -651,11 +675,12 @@ class TestDispatchOverHttp:
         from aggregator.tasks import send_order_commands_task
 
         sessions = evening_cars(world, tomorrow, sandbox_cpo)
-        held: list[str] = []
-        monkeypatch.setattr(services, "_enqueue_send", held.append)  # dispatch now, send below
+        held: list[list[str]] = []
+        monkeypatch.setattr(delivery, "enqueue_send", held.append)  # dispatch now, send below
         offer = propose_and_submit(world, tomorrow)
         order = market_services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
-        assert held == [str(order.pk)]
+        assert sorted(held[0]) == sorted(str(pk) for pk in Command.objects.filter(flex_order=order).values_list(
+            "pk", flat=True))
         gone = sessions[1]
         # The car left between dispatch and sending: the CPO ended (forgot) the session.
         ChargingSession.objects.filter(pk=gone.pk).update(status=ChargingSession.Status.INVALID)
