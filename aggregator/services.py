@@ -22,13 +22,13 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
-from aggregator import baseload, estimates, portfolio, pricing, selectors
+from aggregator import baseload, delivery, estimates, oscp_dispatch, portfolio, pricing, selectors
 from aggregator.adapters.base import ChargingProfileAdapter
-from aggregator.adapters.ocpi import OcpiChargingProfiles, parse_ocpi_datetime, set_charging_profile_body
+from aggregator.adapters.ocpi import parse_ocpi_datetime, set_charging_profile_body
+from aggregator.delivery import charging_profile_result_record, response_url_for  # noqa: F401 - re-exported
 from aggregator.models import ChargePoint, ChargingProfileCommand, ChargingSession, Driver, DriverToken, SessionSchedule
 from aggregator.models.portfolio import IEC_61851_MIN_CURRENT_A
 from aggregator.optimiser import (
@@ -43,7 +43,7 @@ from aggregator.optimiser import (
 from common import isp as isp_time
 from common import time as clock
 from common.audit import audit_record
-from common.exceptions import AdapterError, ApplicationError, TransitionError
+from common.exceptions import ApplicationError, TransitionError
 from common.models import audit_payload
 from market import selectors as market_selectors
 from market import services as market_services
@@ -53,7 +53,6 @@ from market.services import IspPower
 logger = logging.getLogger(__name__)
 
 Command = ChargingProfileCommand
-MAX_SEND_ATTEMPTS = 5
 AGGREGATOR_ACTOR = "aggregator-optimiser"
 PARTIAL_ACTIVATION_FROM = Decimal("0.10")
 
@@ -116,10 +115,6 @@ def flex_offer_propose(*, aggregator: Participant, flex_request: FlexRequest) ->
 # --- dispatch ---------------------------------------------------------------------------------------
 
 
-def response_url_for(command_id: uuid.UUID | str) -> str:
-    return f"{settings.PUBLIC_BASE_URL}/ocpi/2.2.1/chargingprofiles/results/{command_id}"
-
-
 @dataclass(frozen=True)
 class DispatchSummary:
     flex_order_id: str
@@ -158,9 +153,6 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
                                ordered_reduction_kw=ordered_kw, base_load_kw=snapshot.base_load_kw, bands=bands)
 
     session_ids = [session.pk for session in snapshot.sessions]
-    superseded = Command.objects.filter(session_id__in=session_ids, status=Command.Status.PENDING).update(
-        status=Command.Status.SUPERSEDED, updated_at=clock.now()
-    )
     SessionSchedule.objects.filter(session_id__in=session_ids, is_current=True).update(is_current=False)
     schedules = SessionSchedule.objects.bulk_create(
         SessionSchedule(
@@ -179,7 +171,9 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
                          avail=snapshot.avail[row], snapshot=snapshot)
         for row, (session, schedule) in enumerate(zip(snapshot.sessions, schedules, strict=True))
     ]
-    Command.objects.bulk_create(commands)
+    commands = oscp_dispatch.order_dispatch_oscp(flex_order=order, ocpi_commands=commands)  # OSCP groups (issue 5)
+    superseded = Command.objects.filter(session_id__in=session_ids, status=Command.Status.PENDING).count()
+    delivery.outbox_put(commands)  # supersedes those, sends after commit
     market_services.flex_order_mark_dispatched(flex_order=order, actor_label=AGGREGATOR_ACTOR)
     audit_record(obj=order, action="flex_order.schedule_computed", actor_label=AGGREGATOR_ACTOR, after={
         "sessions": len(snapshot.sessions), "commands": len(commands), "superseded_commands": superseded,
@@ -188,7 +182,6 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
         "peak_kw": round(result.peak_kw, 3), "solver_status": result.status,
     })
     order_id = str(order.pk)
-    transaction.on_commit(lambda: _enqueue_send(order_id))
     return DispatchSummary(
         flex_order_id=order_id,
         sessions_scheduled=len(snapshot.sessions),
@@ -197,12 +190,6 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
         deficiency_kw_max=max(result.deficiency_kw.values(), default=0.0),
         peak_kw=result.peak_kw,
     )
-
-
-def _enqueue_send(order_id: str) -> None:
-    from aggregator.tasks import send_order_commands_task
-
-    send_order_commands_task.delay(order_id)
 
 
 def _profile_command(
@@ -222,73 +209,11 @@ def _profile_command(
     return command
 
 
-def _adapter() -> ChargingProfileAdapter:
-    return OcpiChargingProfiles()
-
-
 def charging_profile_command_send(*, command_id: uuid.UUID | str, adapter: ChargingProfileAdapter | None = None) -> Command:
-    """Send one outbox command. Safe to call twice: only a PENDING command is claimed and sent.
-
-    Transient failures put the command back to PENDING (the caller retries with backoff) until
-    MAX_SEND_ATTEMPTS; permanent ones end in FAILED.
-    """
-    claimed = Command.objects.filter(pk=command_id, status=Command.Status.PENDING).update(
-        status=Command.Status.SENDING, sent_at=clock.now(), updated_at=clock.now()
-    )
-    command = Command.objects.select_related("cpo", "session").get(pk=command_id)
-    if claimed != 1:
-        return command  # already sent, superseded, or being sent by another worker
-    Command.objects.filter(pk=command_id).update(attempts=command.attempts + 1)
-    command.attempts += 1
-    try:
-        answer = (adapter or _adapter()).set_charging_profile(
-            cpo=command.cpo, session_id=command.session.cpo_session_id, body=command.request_body or {},
-            correlation_id=str(command.pk),
-        )
-    except AdapterError as exc:
-        final = exc.permanent or command.attempts >= MAX_SEND_ATTEMPTS
-        next_status = Command.Status.FAILED if final else Command.Status.PENDING
-        Command.objects.filter(pk=command_id, status=Command.Status.SENDING).update(
-            status=next_status, last_error=exc.message[:2000], updated_at=clock.now()
-        )
-        logger.warning("profile command %s: %s (%s)", command_id, exc.message, next_status)
-        command.refresh_from_db()
-        return command
-    # The async result may already have arrived (fast CPOs post it before answering the PUT).
-    Command.objects.filter(pk=command_id, status=Command.Status.SENDING).update(
-        status=answer.result, response_timeout_s=answer.timeout_s, last_error="", updated_at=clock.now()
-    )
-    command.refresh_from_db()
-    return command
-
-
-RESULT_STATUS = {
-    "ACCEPTED": Command.Status.RESULT_ACCEPTED,
-    "REJECTED": Command.Status.RESULT_REJECTED,
-    "UNKNOWN": Command.Status.RESULT_UNKNOWN,
-}
-
-
-@transaction.atomic
-def charging_profile_result_record(*, command: Command, result: str, body: dict[str, Any]) -> Command:
-    """Store the CPO's asynchronous ChargingProfileResult for a command we sent.
-
-    Accepted while the command is SENDING (the result overtook the PUT's answer) or ACCEPTED; a repeated
-    identical result is a no-op (idempotent); anything else is refused.
-    """
-    if result not in RESULT_STATUS:
-        raise ApplicationError(f"Unknown ChargingProfileResultType {result!r}.", code="invalid_result", field="result")
-    target = RESULT_STATUS[result]
-    locked = Command.objects.select_for_update().get(pk=command.pk)
-    if locked.status == target:
-        return locked
-    if locked.status not in (Command.Status.SENDING, Command.Status.ACCEPTED):
-        raise TransitionError(f"Command is {locked.status}; no result expected.")
-    locked.status = target
-    locked.result_at = clock.now()
-    locked.result_body = body
-    locked.save(update_fields=["status", "result_at", "result_body", "updated_at"])
-    return locked
+    """Send one outbox command now (aggregator.delivery.send_batch). Safe to call twice: only a due PENDING command
+    is claimed and sent."""
+    delivery.send_batch([str(command_id)], adapter=adapter)
+    return Command.objects.select_related("cpo", "session").get(pk=command_id)
 
 
 # --- sessions ---------------------------------------------------------------------------------------
@@ -307,6 +232,7 @@ def charging_session_complete(
     if claimed != 1:
         raise TransitionError(f"Session {session.cpo_session_id} is {session.status}; it cannot complete again.")
     return session
+
 
 
 # --- re-optimisation ----------------------------------------------------------------------------------

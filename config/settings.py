@@ -233,6 +233,9 @@ CELERY_BEAT_SCHEDULE = {
     "oscp-heartbeats": {"task": "aggregator.oscp.tasks.oscp_heartbeats_task", "schedule": 10.0},
     "oscp-day-ahead-forecasts": {"task": "aggregator.oscp.tasks.oscp_day_ahead_forecasts_task",
                                  "schedule": crontab(hour=13, minute=30)},
+    # Re-queues due retries, reclaims commands whose sending worker died, times out unanswered ones.
+    "dispatch-sweep": {"task": "aggregator.tasks.dispatch_sweep_task",
+                       "schedule": float(env_int("DISPATCH_SWEEP_INTERVAL_S", 30))},
     "market-expire-due": {"task": "market.tasks.expire_due_task", "schedule": 300.0},
     "idempotency-purge": {"task": "market.tasks.idempotency_purge_task", "schedule": 3600.0},
     "settlement-nightly": {
@@ -262,6 +265,18 @@ OCPI_COUNTRY_CODE = env_str("OCPI_COUNTRY_CODE", "NL")
 OCPI_PARTY_ID = env_str("OCPI_PARTY_ID", "FLX")
 # OSCP outbox: attempts (transient failures, backoff + jitter) before a message becomes a dead letter.
 OSCP_MAX_SEND_ATTEMPTS = env_int("OSCP_MAX_SEND_ATTEMPTS", 8)
+# Key for secrets stored encrypted at rest (OCPI credentials tokens): a Fernet key, or any string (hashed into
+# one); several comma-separated keys rotate (the first encrypts). Empty: derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY", "")
+# Dispatch outbox (aggregator/delivery.py): attempts before DEAD_LETTER, commands per Celery task, parallel
+# HTTP calls per task, a SENDING claim's lease (then the sweeper reclaims it), the sweeper's interval, and the
+# result timeout used when a CPO accepts without giving one.
+DISPATCH_MAX_ATTEMPTS = env_int("DISPATCH_MAX_ATTEMPTS", 10)
+DISPATCH_BATCH_SIZE = env_int("DISPATCH_BATCH_SIZE", 200)
+DISPATCH_CONCURRENCY = env_int("DISPATCH_CONCURRENCY", 16)
+DISPATCH_LEASE_S = env_int("DISPATCH_LEASE_S", 120)
+DISPATCH_SWEEP_INTERVAL_S = env_int("DISPATCH_SWEEP_INTERVAL_S", 30)
+DISPATCH_DEFAULT_RESULT_TIMEOUT_S = env_int("DISPATCH_DEFAULT_RESULT_TIMEOUT_S", 300)
 
 # --- Logging --------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
