@@ -52,6 +52,9 @@ INSTALLED_APPS = [
 ]
 # The sandbox (simulated CPO and smart meters) is wired in only for demos and tests.
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
+# The simulated CPO's faults and result delivery, "key=value,..." (sandbox/cpo.py): error_rate, garbage_rate,
+# too_often_rate, latency_ms, down, results=task|thread.
+SANDBOX_CPO_CONFIG = env_str("SANDBOX_CPO_CONFIG", "")
 if SANDBOX_ENABLED:
     INSTALLED_APPS.append("sandbox")
 

@@ -1,27 +1,113 @@
-"""A simulated CPO speaking OCPI 2.2.1 chargingprofiles (the receiver side), for demos and tests.
+"""A simulated CPO speaking OCPI 2.2.1 (the CPO side), for the demo day, tests and bench.dispatch.
 
-PUT /sandbox/cpo/ocpi/2.2.1/chargingprofiles/{session_id} answers a ChargingProfileResponse at once
-and, after commit, posts the asynchronous ChargingProfileResult to the response_url (a Celery task, so
-with real workers it really is asynchronous). The charger "applies" the newest profile per session;
-sandbox.meters reads it back to simulate what the car drew.
+- chargingprofiles RECEIVER: PUT / GET / DELETE /sandbox/cpo/ocpi/2.2.1/chargingprofiles/{session_id}. PUT answers
+  a ChargingProfileResponse at once and later POSTs the ChargingProfileResult to the response_url: as a Celery task
+  (`results=task`, default: eager in the demo, really asynchronous with workers) or from a thread pool in this
+  process (`results=thread`, what a separate CPO system does; bench.dispatch uses it).
+  The charger "applies" the newest profile per session; sandbox.meters reads it back. A PUT that repeats the
+  active profile (same response_url: a re-send after a lost answer) is idempotent: answered, not applied twice.
+- sessions SENDER: GET /sandbox/cpo/ocpi/2.2.1/sessions, paginated (date_from/date_to/offset/limit, Link,
+  X-Total-Count, X-Limit), built from the portfolio's sessions at this CPO.
+- Faults (configurable, for fault tests, the demo and the bench): `error_rate` (HTTP 500), `garbage_rate` (HTTP 200
+  with a non-JSON body), `too_often_rate` (TOO_OFTEN), `latency_ms` (a delay before answering) and `down`
+  (HTTP 503 for everything). From settings.SANDBOX_CPO_CONFIG ("error_rate=0.01,latency_ms=5,results=thread"), or
+  at run time with PUT /sandbox/cpo/faults (JSON) or `configure(...)`.
+- GET /sandbox/cpo/stats: receipts, injected faults, applications and duplicated applications, for bench.dispatch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from aggregator.adapters.ocpi import envelope, token_candidates
+from aggregator.adapters.ocpi import envelope, ocpi_datetime, token_candidates, token_header
 from aggregator.encryption import token_digest
 from aggregator.models import ChargingSession
+from aggregator.ocpi.transport import page_request, paginated_response
+from common import time as clock
+from common.exceptions import AdapterError
+from common.http import http_request
 from sandbox.models import SandboxChargingProfile, SandboxCpoClient
 
+logger = logging.getLogger(__name__)
+
 RESULT_TIMEOUT_S = 30
+SESSIONS_PAGE_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class CpoConfig:
+    error_rate: float = 0.0
+    garbage_rate: float = 0.0
+    too_often_rate: float = 0.0
+    latency_ms: int = 0
+    down: bool = False
+    results: str = "task"  # task | thread
+
+
+def parse_config(text: str) -> CpoConfig:
+    """"key=value,key=value" (SANDBOX_CPO_CONFIG) into a CpoConfig; unknown keys are an error."""
+    values: dict[str, Any] = {}
+    types = {field.name: field.type for field in fields(CpoConfig)}
+    for part in filter(None, (chunk.strip() for chunk in text.split(","))):
+        key, _, raw = part.partition("=")
+        key = key.strip()
+        if key not in types:
+            raise ValueError(f"unknown sandbox CPO setting {key!r}; known: {', '.join(types)}")
+        kind = types[key]
+        values[key] = (raw.strip().lower() in ("1", "true", "yes")) if kind == "bool" else (
+            int(raw) if kind == "int" else float(raw) if kind == "float" else raw.strip())
+    return CpoConfig(**values)
+
+
+_lock = threading.Lock()
+_config: CpoConfig | None = None
+_stats: Counter[str] = Counter()
+_pool: ThreadPoolExecutor | None = None
+
+
+def current_config() -> CpoConfig:
+    global _config
+    with _lock:
+        if _config is None:
+            _config = parse_config(getattr(settings, "SANDBOX_CPO_CONFIG", ""))
+        return _config
+
+
+def configure(**changes: Any) -> CpoConfig:
+    """Change the faults at run time (tests, the faults endpoint)."""
+    global _config
+    updated = replace(current_config(), **changes)
+    with _lock:
+        _config = updated
+    return updated
+
+
+def reset() -> None:
+    """Back to settings.SANDBOX_CPO_CONFIG with fresh counters."""
+    global _config
+    with _lock:
+        _config = None
+        _stats.clear()
+
+
+def _count(key: str, amount: int = 1) -> None:
+    with _lock:
+        _stats[key] += amount
 
 
 def _client(request: HttpRequest) -> SandboxCpoClient | None:
@@ -32,7 +118,8 @@ def _client(request: HttpRequest) -> SandboxCpoClient | None:
     return None
 
 
-def _reply(request: HttpRequest, body: dict[str, Any], status: int = 200) -> JsonResponse:
+def _reply(request: HttpRequest, body: dict[str, Any], status: int = 200,
+           headers: dict[str, str] | None = None) -> JsonResponse:
     response = JsonResponse(body, status=status)
     for header in ("X-Request-ID", "X-Correlation-ID"):
         if request.headers.get(header):
@@ -43,7 +130,26 @@ def _reply(request: HttpRequest, body: dict[str, Any], status: int = 200) -> Jso
             response[ours] = request.headers[theirs]
         if request.headers.get(ours):
             response[theirs] = request.headers[ours]
+    for name, value in (headers or {}).items():
+        response[name] = value
     return response
+
+
+def _injected_fault(config: CpoConfig) -> HttpResponse | None:
+    """Latency first, then at most one fault per request."""
+    if config.latency_ms:
+        time.sleep(config.latency_ms / 1000)
+    if config.down:
+        _count("fault_down")
+        return HttpResponse("CPO platform down for maintenance", status=503, content_type="text/plain")
+    roll = random.random()
+    if roll < config.error_rate:
+        _count("fault_error")
+        return HttpResponse("internal error", status=500, content_type="text/plain")
+    if roll < config.error_rate + config.garbage_rate:
+        _count("fault_garbage")
+        return HttpResponse(b"<html><body>502 gateway</body></html>", status=200, content_type="text/html")
+    return None
 
 
 def _valid_profile(body: Any) -> str | None:
@@ -66,12 +172,47 @@ def _valid_profile(body: Any) -> str | None:
     return None
 
 
+def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
+    return ChargingSession.objects.filter(
+        cpo_session_id__iexact=session_id,  # OCPI ids are CiString: case-insensitive
+        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client),
+        status__in=[ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE],
+    ).exists()
+
+
 @csrf_exempt
-@require_http_methods(["PUT"])
-def charging_profile_put(request: HttpRequest, session_id: str) -> JsonResponse:
+@require_http_methods(["PUT", "GET", "DELETE"])
+def charging_profile(request: HttpRequest, session_id: str) -> HttpResponse:
+    config = current_config()
+    _count("receipts")
+    fault = _injected_fault(config)
+    if fault is not None:
+        return fault
     client = _client(request)
     if client is None:
         return _reply(request, envelope(status_code=2000, status_message="Unknown token"), status=401)
+    if request.method == "PUT":
+        return _put_profile(request, client, session_id, config)
+    response_url = request.GET.get("response_url", "")
+    if not response_url.startswith(("http://", "https://")):
+        return _reply(request, envelope(status_code=2001, status_message="response_url is required"))
+    if not _session_known(client, session_id):
+        return _reply(request, envelope(data={"result": "UNKNOWN_SESSION", "timeout": RESULT_TIMEOUT_S}))
+    active = SandboxChargingProfile.objects.filter(client=client, session_id=session_id, is_active=True).first()
+    if request.method == "DELETE":
+        if active is not None:
+            SandboxChargingProfile.objects.filter(pk=active.pk).update(is_active=False)
+        body: dict[str, Any] = {"result": "ACCEPTED" if active is not None else "UNKNOWN"}
+    else:
+        profile = active.charging_profile if active is not None else {"charging_rate_unit": "W",
+                                                                        "charging_profile_period": []}
+        body = {"result": "ACCEPTED", "profile": {"start_date_time": ocpi_datetime(clock.now()),
+                                                  "charging_profile": profile}}
+    _deliver_later(lambda: _post(response_url, client.token_for_client, body), config)
+    return _reply(request, envelope(data={"result": "ACCEPTED", "timeout": RESULT_TIMEOUT_S}))
+
+
+def _put_profile(request: HttpRequest, client: SandboxCpoClient, session_id: str, config: CpoConfig) -> HttpResponse:
     try:
         body = json.loads(request.body or b"null")
     except ValueError:
@@ -79,33 +220,148 @@ def charging_profile_put(request: HttpRequest, session_id: str) -> JsonResponse:
     problem = _valid_profile(body)
     if problem:
         return _reply(request, envelope(status_code=2001, status_message=problem))
-
-    session = ChargingSession.objects.filter(
-        cpo_session_id__iexact=session_id,  # OCPI ids are CiString: case-insensitive
-        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client),
-        status__in=[ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE],
-    ).first()
-    if session is None:
+    if config.too_often_rate and random.random() < config.too_often_rate:
+        _count("fault_too_often")
+        return _reply(request, envelope(data={"result": "TOO_OFTEN", "timeout": RESULT_TIMEOUT_S}))
+    if not _session_known(client, session_id):
         result = "UNKNOWN_SESSION"
     elif client.reject_all:
         result = "REJECTED"
     else:
         result = "ACCEPTED"
     with transaction.atomic():
-        if result == "ACCEPTED":
-            SandboxChargingProfile.objects.filter(client=client, session_id=session_id, is_active=True).update(
-                is_active=False)
-        profile = SandboxChargingProfile.objects.create(
-            client=client, session_id=session_id, charging_profile=body["charging_profile"],
-            response_url=body["response_url"], sync_result=result, is_active=result == "ACCEPTED",
-        )
-        if result == "ACCEPTED":
+        active = (SandboxChargingProfile.objects.select_for_update()
+                  .filter(client=client, session_id=session_id, is_active=True).first())
+        if result == "ACCEPTED" and active is not None and active.response_url == body["response_url"]:
+            # The same command again (its sender lost our answer): PUT replaces the profile with itself.
+            _count("repeats")
+            profile_id = active.pk
+        else:
+            if result == "ACCEPTED" and active is not None:
+                SandboxChargingProfile.objects.filter(pk=active.pk).update(is_active=False)
+            profile = SandboxChargingProfile.objects.create(
+                client=client, session_id=session_id, charging_profile=body["charging_profile"],
+                response_url=body["response_url"], sync_result=result, is_active=result == "ACCEPTED",
+            )
             profile_id = profile.pk
-            transaction.on_commit(lambda: _post_result_later(profile_id))
+            _count("applied" if result == "ACCEPTED" else f"answered_{result.lower()}")
+        if result == "ACCEPTED":
+            transaction.on_commit(lambda: _deliver_later(lambda: _post_profile_result(profile_id), config,
+                                                         task_profile_id=profile_id))
     return _reply(request, envelope(data={"result": result, "timeout": RESULT_TIMEOUT_S}))
 
 
-def _post_result_later(profile_id: int) -> None:
-    from sandbox.tasks import post_profile_result_task
+def _deliver_later(send: Any, config: CpoConfig, *, task_profile_id: int | None = None) -> None:
+    """Post an async result: as a Celery task (profile results only) or from this process's thread pool."""
+    global _pool
+    if config.results == "task" and task_profile_id is not None:
+        from sandbox.tasks import post_profile_result_task
 
-    post_profile_result_task.delay(profile_id)
+        post_profile_result_task.delay(task_profile_id)
+        return
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox-cpo-results")
+    _pool.submit(_in_thread, send)
+
+
+def _in_thread(send: Any) -> None:
+    close_old_connections()
+    try:
+        send()
+    except Exception:
+        logger.exception("sandbox CPO: posting a result failed")
+    finally:
+        close_old_connections()
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> None:
+    for attempt in range(5):
+        try:
+            http_request("POST", url, json=body, headers={"Authorization": token_header(token)})
+            _count("results_posted")
+            return
+        except AdapterError as exc:
+            if exc.permanent:
+                logger.warning("sandbox CPO: result to %s refused: %s", url, exc.message)
+                return
+            time.sleep(0.2 * 2 ** attempt)
+
+
+def _post_profile_result(profile_id: int) -> None:
+    profile = SandboxChargingProfile.objects.select_related("client").get(pk=profile_id)
+    if profile.result_posted_at:
+        return
+    _post(profile.response_url, profile.client.token_for_client, {"result": "ACCEPTED"})
+    SandboxChargingProfile.objects.filter(pk=profile_id).update(async_result="ACCEPTED", result_posted_at=clock.now())
+
+
+# --- sessions SENDER (paginated) --------------------------------------------------------------------------------
+
+
+def _ocpi_session(session: ChargingSession) -> dict[str, Any]:
+    cpo = session.charge_point.cpo
+    status = session.status if session.status != ChargingSession.Status.PENDING else "PENDING"
+    body: dict[str, Any] = {
+        "country_code": cpo.country_code, "party_id": cpo.party_id, "id": session.cpo_session_id,
+        "start_date_time": ocpi_datetime(session.arrival_at),
+        "kwh": float(session.energy_delivered_kwh or 0),
+        "cdr_token": {"country_code": cpo.country_code, "party_id": cpo.party_id,
+                      "uid": session.token_uid or "SANDBOX", "type": "RFID", "contract_id": "NL-SBX-C00000001"},
+        "auth_method": "WHITELIST", "location_id": f"LOC-{session.charge_point.evse_uid}",
+        "evse_uid": session.charge_point.evse_uid, "connector_id": "1", "currency": "EUR",
+        "status": status, "last_updated": ocpi_datetime(session.updated_at),
+    }
+    if session.ended_at:
+        body["end_date_time"] = ocpi_datetime(session.ended_at)
+    return body
+
+
+@csrf_exempt
+@require_http_methods(["GET"])
+def sessions(request: HttpRequest) -> HttpResponse:
+    fault = _injected_fault(current_config())
+    if fault is not None:
+        return fault
+    client = _client(request)
+    if client is None:
+        return _reply(request, envelope(status_code=2000, status_message="Unknown token"), status=401)
+    page = page_request(request, max_limit=SESSIONS_PAGE_LIMIT)
+    rows = ChargingSession.objects.filter(
+        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client)).select_related(
+        "charge_point__cpo").order_by("updated_at", "id")
+    if page.date_from:
+        rows = rows.filter(updated_at__gte=page.date_from)
+    if page.date_to:
+        rows = rows.filter(updated_at__lt=page.date_to)
+    total = rows.count()
+    items = [_ocpi_session(session) for session in rows[page.offset:page.offset + page.limit]]
+    return paginated_response(request, items=items, total=total, page=page, max_limit=SESSIONS_PAGE_LIMIT)
+
+
+# --- operations: faults and counters -----------------------------------------------------------------------------
+
+
+@csrf_exempt
+@require_http_methods(["GET", "PUT"])
+def faults(request: HttpRequest) -> JsonResponse:
+    """GET the fault settings; PUT {"error_rate": 0.01, ...} to change them (sandbox only, like everything here)."""
+    if request.method == "PUT":
+        try:
+            changes = json.loads(request.body or b"{}")
+            updated = configure(**changes)
+        except (ValueError, TypeError) as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse(asdict(updated))
+    return JsonResponse(asdict(current_config()))
+
+
+@require_http_methods(["GET"])
+def stats(request: HttpRequest) -> JsonResponse:
+    """This process's counters, and from the database: applications per command (response_url) and duplicates."""
+    applied = SandboxChargingProfile.objects.filter(sync_result="ACCEPTED").values("response_url").annotate(
+        n=Count("id"))
+    duplicated = sum(1 for row in applied if row["n"] > 1)
+    with _lock:
+        counters = dict(_stats)
+    return JsonResponse({"counters": counters, "applied_commands": len(applied), "duplicated_commands": duplicated})
