@@ -182,6 +182,7 @@ def console(world, tomorrow: date) -> Console:
         isp_start=isp_time.isp_start(tomorrow, 72),
         kwh_import=Decimal("0.250"),
     )
+    _meter_console_objects(world, tomorrow)
     statement = Statement.objects.create(
         dso=world.gridco,
         aggregator=world.voltflex,
@@ -239,6 +240,22 @@ def console(world, tomorrow: date) -> Console:
         api_key=api_key,
         raw_api_key=raw_api_key,
     )
+
+
+def _meter_console_objects(world, tomorrow) -> None:
+    """One of each meter-data model: a delivery with a rejection, a superseded version, a connection limit."""
+    from settlement.models import ConnectionCapacity, MeterImportBatch, MeterImportRejection, MeterReadingVersion
+
+    batch = MeterImportBatch.objects.create(submitted_by=world.gridco, source_format="csv",
+                                            source_name="Voltflex-day.csv", content_hash="a" * 64, received=2,
+                                            accepted=1, rejected=1)
+    MeterImportRejection.objects.create(batch=batch, row_number=2, connection_ean="871685000000000000",
+                                        isp_start="2026-11-26T17:00:00", reason="naive_datetime", detail="no offset")
+    MeterReadingVersion.objects.create(connection=world.voltflex_connections[0],
+                                       isp_start=isp_time.isp_start(tomorrow, 72), version=1,
+                                       kwh_import=Decimal("0.300"), kwh_export=Decimal("0"), quality=1,
+                                       received_at=now(), superseded_by=batch, superseded_at=now())
+    ConnectionCapacity.objects.create(connection=world.voltflex_connections[1], max_power_kw=Decimal("100.0"))
 
 
 def _oscp_console_objects(world, cpo: ChargePointOperator, order: FlexOrder) -> None:
