@@ -59,11 +59,19 @@ def departure_margin(session: ChargingSession) -> timedelta:
     return timedelta(0)  # measured: the car is gone at that time, no more and no less
 
 
-def planned_departure(session: ChargingSession) -> datetime:
-    """When the plan wants the car full: the expected departure minus the safety margin, but never cutting the
-    stay by more than half (a short stay keeps most of its time)."""
-    stay = session.expected_departure_at - session.arrival_at
-    return session.expected_departure_at - min(departure_margin(session), stay / 2)
+def planned_departure(session: ChargingSession, *, arrival: datetime | None = None,
+                      energy_kwh: float | None = None) -> datetime:
+    """When the plan wants the car full: the expected departure minus the safety margin (never more than half the
+    stay), but never so early that full power could no longer deliver the energy (from `arrival`, default the
+    session's): a margin must not cost a driver energy."""
+    arrival = arrival or session.arrival_at
+    energy = planned_energy_kwh(session) if energy_kwh is None else energy_kwh
+    stay = session.expected_departure_at - arrival
+    due = session.expected_departure_at - min(departure_margin(session), max(stay, timedelta(0)) / 2)
+    if session.max_power_w > 0:
+        at_full_power = arrival + timedelta(hours=energy / (session.max_power_w / W_PER_KW))
+        due = max(due, at_full_power)
+    return min(due, session.expected_departure_at)
 
 
 def planned_energy_kwh(session: ChargingSession) -> float:
@@ -89,28 +97,20 @@ def max_discharge_kw(session: ChargingSession) -> float:
 
 
 def session_input(session: ChargingSession) -> SessionInput:
-    """The optimiser's view of a whole session, with the safety margins applied.
-
-    The margin is a deadline, not a shorter stay: the whole planned energy is due by the planned departure
-    (expected departure minus the margin), as far as full power can get it there; whatever cannot may still
-    come until the expected departure, so a margin never leaves a driver with less energy than without it.
-    """
-    energy = planned_energy_kwh(session)
-    due = planned_departure(session)
-    deadlines: list[tuple[datetime, float]] = []
-    if due < session.expected_departure_at and energy > 0:
-        deadlines.append((due, energy))
+    """The optimiser's view of a whole session, with the safety margins applied."""
+    departure = planned_departure(session)
+    minimum: tuple[tuple[datetime, float], ...] = ()
     if session.min_energy_kwh is not None and session.min_energy_by is not None:
-        deadlines.append((min(session.min_energy_by, due), float(session.min_energy_kwh)))
+        minimum = ((min(session.min_energy_by, departure), float(session.min_energy_kwh)),)
     return SessionInput(
         key=str(session.pk),
         arrival=session.arrival_at,
-        departure=session.expected_departure_at,
-        energy_kwh=energy,
+        departure=departure,
+        energy_kwh=planned_energy_kwh(session),
         max_power_kw=session.max_power_w / W_PER_KW,
         min_power_kw=min(session.min_power_w, session.max_power_w) / W_PER_KW,
         max_discharge_kw=max_discharge_kw(session),
-        min_energy_by=tuple(deadlines),
+        min_energy_by=minimum,
         flexible=session.is_flexible,
     )
 
@@ -122,13 +122,17 @@ def remaining_session_input(session: ChargingSession, *, now: datetime, delivere
     whole = session_input(session)
     if whole.arrival >= now:
         return whole
-    if whole.departure <= now:
+    remaining_kwh = max(0.0, whole.energy_kwh - delivered_kwh)
+    departure = planned_departure(session, arrival=now, energy_kwh=remaining_kwh)
+    if departure <= now:
         return None
     return replace(
         whole,
         arrival=now,
-        energy_kwh=max(0.0, whole.energy_kwh - delivered_kwh),
-        min_energy_by=tuple((by, max(0.0, kwh - delivered_kwh)) for by, kwh in whole.min_energy_by if by > now),
+        departure=departure,
+        energy_kwh=remaining_kwh,
+        min_energy_by=tuple((min(by, departure), max(0.0, kwh - delivered_kwh))
+                            for by, kwh in whole.min_energy_by if by > now),
     )
 
 

@@ -161,7 +161,7 @@ class TestSafetyMargin:
         assert portfolio.planned_departure(measured) == local(date(2027, 1, 13), 7)
 
     def test_the_margin_never_takes_more_than_half_a_short_stay(self, charger):
-        session = self.session(charger, departure_source=Source.POPULATION,
+        session = self.session(charger, departure_source=Source.POPULATION, energy_requested_kwh=Decimal("2"),
                                expected_departure_at=local(date(2027, 1, 12), 18, 40))
         assert portfolio.planned_departure(session) == local(date(2027, 1, 12), 18, 20)
 
@@ -178,10 +178,16 @@ class TestSafetyMargin:
         assert portfolio.planned_departure(session) == local(date(2027, 1, 13), 5, 30)
         assert portfolio.planned_energy_kwh(session) == pytest.approx(20)
 
-    def test_the_optimiser_wants_the_energy_by_the_planned_departure_and_keeps_the_whole_stay(self, charger):
+    def test_the_optimiser_works_to_the_planned_departure(self, charger):
         session_input = portfolio.session_input(self.session(charger, departure_source=Source.HISTORY))
-        assert session_input.min_energy_by == ((local(date(2027, 1, 13), 6).astimezone(UTC), 20.0),)
-        assert session_input.departure == local(date(2027, 1, 13), 7).astimezone(UTC)
+        assert session_input.departure == local(date(2027, 1, 13), 6).astimezone(UTC)
+
+    def test_the_margin_shrinks_so_full_power_can_still_deliver_the_energy(self, charger):
+        session = self.session(charger, departure_source=Source.HISTORY, max_power_w=3_700,
+                               expected_departure_at=local(date(2027, 1, 12), 23))  # 20 kWh at 3.7 kW: 5.4 h
+        assert portfolio.planned_departure(session) == local(date(2027, 1, 12), 23)
+        session.energy_requested_kwh = Decimal("16.65")  # 4.5 h at full power: due 22:30, not 22:00
+        assert portfolio.planned_departure(session) == local(date(2027, 1, 12), 22, 30)
 
     def test_the_margin_finishes_the_plan_early_yet_never_costs_the_driver_energy(self, charger):
         """Dispatch with the margin: a long stay is full an hour early; a short one still gets all that fits."""

@@ -111,7 +111,8 @@ class TestPortfolioSnapshot:
                 departure=local(tomorrow + timedelta(days=1), 7, 10))
         snapshot = snapshot_of(world, tomorrow)
         assert snapshot.horizon.start == isp_time.day_start(tomorrow)
-        assert snapshot.horizon.end == local(tomorrow + timedelta(days=1), 7, 15)
+        # The plan works to the departure minus the 15-minute safety margin (06:55), rounded up to the ISP.
+        assert snapshot.horizon.end == local(tomorrow + timedelta(days=1), 7, 0)
         assert snapshot.base_load_kw.shape == (snapshot.horizon.slots,)
 
     def test_the_base_load_covers_only_represented_connections(self, world, tomorrow):

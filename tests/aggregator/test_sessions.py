@@ -173,17 +173,17 @@ class TestFlexibility:
         boosted = valid_session(boosted_at=datetime(2027, 1, 12, 19, tzinfo=isp_time.MARKET_TZ))
         assert not portfolio.session_input(boosted).flexible
 
-    def test_a_minimum_energy_becomes_an_optimiser_deadline_beside_the_margin_one(self):
+    def test_a_minimum_energy_becomes_an_optimiser_deadline(self):
         due = datetime(2027, 1, 13, 5, tzinfo=isp_time.MARKET_TZ)
         session = valid_session(min_energy_kwh=Decimal("10"), min_energy_by=due)
-        margin_due = session.expected_departure_at.astimezone(UTC) - timedelta(minutes=15)
-        assert portfolio.session_input(session).min_energy_by == ((due.astimezone(UTC), 10.0), (margin_due, 20.0))
+        assert portfolio.session_input(session).min_energy_by == ((due.astimezone(UTC), 10.0),)
 
     def test_a_deadline_at_departure_moves_forward_with_the_safety_margin(self):
         departure = datetime(2027, 1, 13, 6, tzinfo=isp_time.MARKET_TZ)  # given by the driver: 15 min margin
         session = valid_session(min_energy_kwh=Decimal("10"), min_energy_by=departure)
         margin_due = departure.astimezone(UTC) - timedelta(minutes=15)
-        assert portfolio.session_input(session).min_energy_by == ((margin_due, 10.0), (margin_due, 20.0))
+        assert portfolio.session_input(session).min_energy_by == ((margin_due, 10.0),)
+        assert portfolio.session_input(session).departure == margin_due
 
     def test_a_minimum_energy_needs_its_time_and_may_not_exceed_the_request(self):
         assert "min_energy_by" in refusal(valid_session(min_energy_kwh=Decimal("10")))
