@@ -261,7 +261,7 @@ class DispatchResult:
     # give way; '' when nothing is wrong.
     shortfall_reason: tuple[str, ...] = ()
     over_limit_kw: float = 0.0  # worst slot above capacity_kw (0 when kept or no limit)
-    min_over_limit_kw: float = 0.0  # the least worst-slot excess any schedule could have (LP bound): unavoidable
+    min_over_limit_kw: float = 0.0  # the LP relaxation's worst excess (least total excess): 0 iff the limit can hold
     lp_peak_kw: float = 0.0  # the lowest peak any schedule of these sessions can have (LP relaxation)
 
 

@@ -14,8 +14,9 @@ The repair, per session, in slot order (earlier is always safe for deadlines and
      at >= min power; an empty slot opened for less than its minimum borrows the difference from a charging slot
      that stays >= min, so the energy is exact; only when no slot can lend it does the driver get up to one
      minimum-power slot extra (never less);
-  3. step 2 runs under the LP's own peak first, then under the hard ceiling (capacity limit, order, DSO band), and
-     only then above it, which the result then reports;
+  3. step 2 runs under the LP's own peak first, then under the uncontrolled peak, then under the hard ceiling
+     (capacity limit, order, DSO band; each stage never above it), and only then above it, which the result then
+     reports;
   4. the session is checked (energy, deadlines, V2G floor); if anything fails it falls back to uncontrolled
      charging with its last slot rounded up to the minimum, which meets every physically possible deadline.
 Why the rule holds: step 1 removes every value in (0, min); step 2 only raises values that are >= min, opens slots
@@ -24,6 +25,8 @@ at >= min, and lowers a lender no further than its minimum; the fallback only ha
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,11 +48,11 @@ def enforce_min_power(
     deadline_slots: np.ndarray,
     deadline_kwh: np.ndarray,
     total_kw: np.ndarray,
-    preferred_ceiling_kw: np.ndarray,
-    hard_ceiling_kw: np.ndarray,
+    ceilings_kw: Sequence[np.ndarray],
 ) -> dict[int, str]:
     """Repair `schedule` (n, slots) in place; `total_kw` (slots,) is the point's total load and is kept in step.
-    Returns a note per session whose repair had to give way (over the limit, extra energy, fallback)."""
+    `ceilings_kw` are the total-load ceilings per slot tried in turn, the last one being the hard one (limit, order,
+    band). Returns a note per session whose repair had to give way (over the limit, extra energy, fallback)."""
     flex = flexible.astype(bool)[:, None]
     magnitude = np.abs(schedule)
     noise = flex & (magnitude > 0) & (magnitude < _NOISE_KW)
@@ -75,8 +78,7 @@ def enforce_min_power(
             cap=cap_kw[s],
             v2g=bool(dcap_kw[s].sum() > 0),
             total=total_kw,
-            preferred=preferred_ceiling_kw,
-            hard=hard_ceiling_kw,
+            ceilings=ceilings_kw,
         )
         note = repair.run()
         ok = _session_ok(schedule[s], lo_kw[s], float(target_kwh[s]), deadlines.get(s, []), repair.v2g)
@@ -92,9 +94,9 @@ def enforce_min_power(
 
 class _SessionRepair:
     def __init__(self, *, row: np.ndarray, lo: np.ndarray, cap: np.ndarray, v2g: bool, total: np.ndarray,
-                 preferred: np.ndarray, hard: np.ndarray) -> None:
+                 ceilings: Sequence[np.ndarray]) -> None:
         self.row, self.lo, self.cap, self.v2g = row, lo, cap, v2g
-        self.total, self.preferred, self.hard = total, preferred, hard
+        self.total, self.ceilings, self.hard = total, ceilings, ceilings[-1]
 
     def _set(self, t: int, value: float) -> None:
         self.total[t] += value - self.row[t]
@@ -118,7 +120,7 @@ class _SessionRepair:
 
         notes: list[str] = []
         if need > _NOISE_KW:
-            for ceiling in (self.preferred, self.hard):
+            for ceiling in self.ceilings:
                 need = self._raise(need, ceiling)
                 need = self._open(need, ceiling, notes)
                 if need <= _NOISE_KW:

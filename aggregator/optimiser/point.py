@@ -13,9 +13,9 @@ kW-slots (kWh / ISP_HOURS) so every matrix coefficient is +-1.
 LP (minimised); only column bounds are hard, every row is soft with a ranked penalty, so it always solves:
   1. energy: sum_t p[s, t] + short_s == deliverable_s (1e4 per kW-slot short: drivers first);
      driver deadlines: sum_{t < k} p[s, t] + late == required (also 1e4);
-  2. capacity: fixed_t + P_t <= limit_t + over, ONE `over` column for the worst slot (1e3 per kW), so the limit
-     holds in every slot of the horizon whenever the portfolio can hold it, and when it cannot the LP still returns
-     the least possible worst excess (and the least possible peak);
+  2. capacity: fixed_t + P_t <= limit_t + over_t in EVERY slot of the horizon (1e3 per kW-slot): the limit holds
+     wherever the portfolio can hold it, and where it cannot the total excess is the least possible (one
+     unavoidable slot does not relax the others);
   3. order: P_t <= U_t - ordered_t + def_t per ordered slot (1e2 per kW);
   4. DSO bands on the deviation from the baseline (10 per kW);
   5. peak >= fixed_t + P_t in every slot (1 per kW): valley filling, no rebound peak after a window;
@@ -164,9 +164,11 @@ class PointSchedule:
     baseline_kw: np.ndarray  # (slots,) summed uncontrolled EV load
     total_kw: np.ndarray  # (slots,) base + EV load
     peak_kw: float  # max of total_kw
-    lp_peak_kw: float  # the LP relaxation's peak: no schedule of these sessions can have a lower one
+    # The LP relaxation's peak: where the limit can hold, no schedule of these sessions has a lower one; where it
+    # cannot, the lowest peak among the schedules with the least total excess.
+    lp_peak_kw: float
     over_limit_kw: float  # worst slot above the limit (0 when none or no limit)
-    lp_over_limit_kw: float  # the least worst-slot excess any schedule can have (the LP's, a lower bound)
+    lp_over_limit_kw: float  # the LP's worst slot above the limit: 0 exactly when the limit can be kept
     status: str
     build_s: float
     solve_s: float
@@ -252,7 +254,8 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
     lp_peak = float(fixed.max()) if slots else 0.0
     build_s = solve_s = repair_s = 0.0
     if n_c + n_d:
-        # Column layout: [c | d | short per session with columns | late per deadline | peak | over | def | bands]
+        # Column layout: [c | d | short per session with columns | late per deadline | peak | load_t | over_t |
+        # def | bands]
         sess_cols = np.flatnonzero(np.bincount(np.concatenate([c_s, d_s]), minlength=n) > 0)
         short_col = np.full(n, -1, dtype=np.int64)
         short_col[sess_cols] = n_c + n_d + np.arange(len(sess_cols))
@@ -263,12 +266,18 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
         next_col += len(dl_idx)
         peak_col = next_col
         next_col += 1
-        has_limit = bool(np.isfinite(limit).any())
-        over_col = next_col if has_limit else -1
-        next_col += 1 if has_limit else 0
         slot_has = np.zeros(slots, dtype=bool)
         slot_has[c_t] = True
         slot_has[d_t] = True
+        active = np.flatnonzero(slot_has)
+        # Per active slot: its total load split as load_t (<= limit_t) + over_t (>= 0, penalised).
+        load_col = np.full(slots, -1, dtype=np.int64)
+        load_col[active] = next_col + np.arange(len(active))
+        next_col += len(active)
+        limited = active[np.isfinite(limit[active])]
+        over_col = np.full(slots, -1, dtype=np.int64)
+        over_col[limited] = next_col + np.arange(len(limited))
+        next_col += len(limited)
         order_slots = np.flatnonzero((ordered > 0) & slot_has)
         def_col = next_col + np.arange(len(order_slots))
         next_col += len(order_slots)
@@ -296,8 +305,9 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
         inactive = fixed[~slot_has]
         lower[peak_col] = max(float(inactive.max(initial=-_INF)), lp_peak if not v2g.any() else -_INF)
         cost[peak_col] = _PEAK_WEIGHT
-        if has_limit:
-            cost[over_col] = _CAPACITY_PENALTY
+        lower[load_col[active]] = -_INF
+        upper[load_col[active]] = np.where(np.isfinite(limit[active]), limit[active], _INF)
+        cost[over_col[limited]] = _CAPACITY_PENALTY
         cost[def_col] = _ORDER_PENALTY
         cost[bmax_col] = _BAND_PENALTY
         cost[bmin_col] = _BAND_PENALTY
@@ -346,47 +356,46 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
                     count += 1
             rows.add(np.concatenate(r), np.concatenate(c), np.concatenate(v), np.zeros(count), np.full(count, _INF))
 
-        # Slot rows share the same entries: every p column of the slot, plus one extra column.
-        def slot_block(slot_ids: np.ndarray, extra_cols: np.ndarray, extra_val: float, lo: np.ndarray,
-                       up: np.ndarray) -> None:
-            row_of_slot = np.full(slots, -1, dtype=np.int64)
-            row_of_slot[slot_ids] = np.arange(len(slot_ids))
-            hit = row_of_slot[p_t] >= 0
+        # The only rows with every p column of a slot: P_t - load_t - over_t == -fixed_t. Every other slot row
+        # (peak, order, band) then needs just load_t + over_t and one more column, which keeps the matrix at about one
+        # entry per p column besides the energy rows (ANCHORS: watch the nonzeros).
+        row_of_slot = np.full(slots, -1, dtype=np.int64)
+        row_of_slot[active] = np.arange(len(active))
+        has_over = over_col[active] >= 0
+        rows.add(
+            np.concatenate([row_of_slot[p_t], row_of_slot[active], row_of_slot[active[has_over]]]),
+            np.concatenate([p_cols, load_col[active], over_col[active[has_over]]]),
+            np.concatenate([p_v, -np.ones(len(active)), -np.ones(int(has_over.sum()))]),
+            -fixed[active],
+            -fixed[active],
+        )
+
+        def slot_rows(slot_ids: np.ndarray, extra_cols: np.ndarray, extra_val: float, lo: np.ndarray,
+                      up: np.ndarray) -> None:
+            """lo <= load_t + over_t + extra_val x extra column <= up for each slot."""
+            local = np.arange(len(slot_ids))
+            over = over_col[slot_ids] >= 0
             rows.add(
-                np.concatenate([row_of_slot[p_t[hit]], np.arange(len(slot_ids))]),
-                np.concatenate([p_cols[hit], extra_cols]),
-                np.concatenate([p_v[hit], np.full(len(slot_ids), extra_val)]),
+                np.concatenate([local, local[over], local]),
+                np.concatenate([load_col[slot_ids], over_col[slot_ids[over]], extra_cols]),
+                np.concatenate([np.ones(len(slot_ids)), np.ones(int(over.sum())), np.full(len(slot_ids), extra_val)]),
                 lo,
                 up,
             )
 
-        active = np.flatnonzero(slot_has)
-        none = np.full(len(active), -_INF)
-        # 5. peak: P_t - peak <= -fixed_t
-        slot_block(active, np.full(len(active), peak_col), -1.0, none, -fixed[active])
-        # 2. capacity: P_t - over <= limit_t - fixed_t. With one limit for the whole horizon that is the single row
-        # peak - over <= limit (the peak row already bounds every slot): half the matrix, and the same optimum,
-        # since the peak column is minimised down to the highest slot.
-        if has_limit:
-            capped = active[np.isfinite(limit[active])]
-            finite = limit[np.isfinite(limit)]
-            if np.all(finite == finite[0]) and len(finite) == slots:
-                rows.add(np.zeros(2, dtype=np.int64), np.array([peak_col, over_col]), np.array([1.0, -1.0]),
-                         np.array([-_INF]), np.array([finite[0]]))
-            else:
-                slot_block(capped, np.full(len(capped), over_col), -1.0, np.full(len(capped), -_INF),
-                           limit[capped] - fixed[capped])
-        # 3. order: P_t - def_t <= U_t - ordered_t
+        # 5. peak: total_t - peak <= 0
+        slot_rows(active, np.full(len(active), peak_col), -1.0, np.full(len(active), -_INF), np.zeros(len(active)))
+        # 3. order: P_t <= U_t - ordered_t + def_t, with P_t = total_t - fixed_t
         if len(order_slots):
-            slot_block(order_slots, def_col, -1.0, np.full(len(order_slots), -_INF),
-                       flex_baseline[order_slots] - ordered[order_slots])
-        # 4. bands: P_t - over_t <= U_t + max_t ; P_t + under_t >= U_t + min_t
+            slot_rows(order_slots, def_col, -1.0, np.full(len(order_slots), -_INF),
+                      fixed[order_slots] + flex_baseline[order_slots] - ordered[order_slots])
+        # 4. bands: U_t + min_t <= P_t (+ under_t), P_t (- over_t) <= U_t + max_t
         if len(bmax_slots):
-            slot_block(bmax_slots, bmax_col, -1.0, np.full(len(bmax_slots), -_INF),
-                       flex_baseline[bmax_slots] + band_max[bmax_slots])
+            slot_rows(bmax_slots, bmax_col, -1.0, np.full(len(bmax_slots), -_INF),
+                      fixed[bmax_slots] + flex_baseline[bmax_slots] + band_max[bmax_slots])
         if len(bmin_slots):
-            slot_block(bmin_slots, bmin_col, 1.0, flex_baseline[bmin_slots] + band_min[bmin_slots],
-                       np.full(len(bmin_slots), _INF))
+            slot_rows(bmin_slots, bmin_col, 1.0, fixed[bmin_slots] + flex_baseline[bmin_slots] + band_min[bmin_slots],
+                      np.full(len(bmin_slots), _INF))
 
         start, index, value, row_lower, row_upper = rows.csr()
         # Float noise like 2e-15 kW in a right-hand side is zero (HiGHS warns about "excessively small bounds").
@@ -414,6 +423,10 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
 
     lp_total = base + schedule.sum(axis=0)
     lp_over = float(np.max(lp_total - limit, initial=0.0)) if slots else 0.0
+    # Ceilings for the min-current repair: the LP's own peak, then the uncontrolled peak, then the hard ceiling.
+    hard = _ceiling(limit, ordered, band_max, fixed, flex_baseline)
+    lp_level = max(lp_peak, float(lp_total.max(initial=0.0)))
+    uncontrolled_peak = float((base + baseline).max(initial=0.0))
     repair_began = time.perf_counter()
     notes = min_current.enforce_min_power(
         schedule=schedule,
@@ -426,9 +439,7 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
         deadline_slots=sessions.deadline_slots,
         deadline_kwh=phys.deadline_kwh,
         total_kw=lp_total.copy(),
-        preferred_ceiling_kw=np.minimum(_ceiling(limit, ordered, band_max, fixed, flex_baseline),
-                                        max(lp_peak, lp_total.max(initial=0.0))),
-        hard_ceiling_kw=_ceiling(limit, ordered, band_max, fixed, flex_baseline),
+        ceilings_kw=[np.minimum(hard, level) for level in (lp_level, max(lp_level, uncontrolled_peak))] + [hard],
     )
     repair_s = time.perf_counter() - repair_began
 
