@@ -210,6 +210,7 @@ def console(world, tomorrow: date) -> Console:
         delivered_w=6_000,
         paid_eur=Decimal("12.50"),
     )
+    _settlement_console_objects(world, statement, settled, session)
 
     _oscp_console_objects(world, cpo, order)
 
@@ -576,3 +577,21 @@ def test_a_refused_transition_is_reported_not_raised(console: Console) -> None:
     assert "needs one of draft" in response.content.decode()
     ordered.refresh_from_db()
     assert ordered.status == FlexRequest.Status.ORDERED
+
+
+def _settlement_console_objects(world, statement, settled, session) -> None:
+    """A baseline record, a settlement run, a ledger entry, a dispute and a driver reward (settlement engine)."""
+    from settlement.models import BaselineRecord, Dispute, SessionReward, SettlementRun
+    from settlement.services.ledger import ledger_append
+
+    order = settled.flex_order
+    settled.baseline = BaselineRecord.objects.create(
+        aggregator=world.voltflex, congestion_point=order.congestion_point, period=order.period,
+        method="settlement.baselines.d_prognosis.UsefDPrognosis", values_w={"72": 5_000})
+    settled.save()
+    SettlementRun.objects.create(period=order.period, started_at=now(), finished_at=now(), orders_settled=1)
+    ledger_append(statement=statement)
+    Dispute.objects.create(statement=statement, order_settlement=settled, line=settled.lines.get(), flex_order=order,
+                           isp=72, reason="Meter misread")
+    SessionReward.objects.create(order_settlement=settled, session=session, shifted_kwh=Decimal("1.500"),
+                                 reward_eur=Decimal("12.50"))
