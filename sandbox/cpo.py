@@ -173,11 +173,13 @@ def _valid_profile(body: Any) -> str | None:
 
 
 def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
-    return ChargingSession.objects.filter(
-        cpo_session_id__iexact=session_id,  # OCPI ids are CiString: case-insensitive
+    sessions = ChargingSession.objects.filter(
         charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client),
         status__in=[ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE],
-    ).exists()
+    )
+    # OCPI ids are CiString (case-insensitive): the exact spelling first (indexed), then any case.
+    return sessions.filter(cpo_session_id=session_id).exists() or sessions.filter(
+        cpo_session_id__iexact=session_id).exists()
 
 
 @csrf_exempt
@@ -246,8 +248,9 @@ def _put_profile(request: HttpRequest, client: SandboxCpoClient, session_id: str
             profile_id = profile.pk
             _count("applied" if result == "ACCEPTED" else f"answered_{result.lower()}")
         if result == "ACCEPTED":
-            transaction.on_commit(lambda: _deliver_later(lambda: _post_profile_result(profile_id), config,
-                                                         task_profile_id=profile_id))
+            response_url, token = body["response_url"], client.token_for_client
+            transaction.on_commit(lambda: _deliver_later(
+                lambda: _post_profile_result(profile_id, response_url, token), config, task_profile_id=profile_id))
     return _reply(request, envelope(data={"result": result, "timeout": RESULT_TIMEOUT_S}))
 
 
@@ -288,11 +291,8 @@ def _post(url: str, token: str, body: dict[str, Any]) -> None:
             time.sleep(0.2 * 2 ** attempt)
 
 
-def _post_profile_result(profile_id: int) -> None:
-    profile = SandboxChargingProfile.objects.select_related("client").get(pk=profile_id)
-    if profile.result_posted_at:
-        return
-    _post(profile.response_url, profile.client.token_for_client, {"result": "ACCEPTED"})
+def _post_profile_result(profile_id: int, response_url: str, token: str) -> None:
+    _post(response_url, token, {"result": "ACCEPTED"})
     SandboxChargingProfile.objects.filter(pk=profile_id).update(async_result="ACCEPTED", result_posted_at=clock.now())
 
 

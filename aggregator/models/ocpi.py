@@ -80,6 +80,10 @@ class OcpiSession(BaseModel):
         ChargingSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="ocpi_session")
     data = models.JSONField(default=dict)
     last_updated = models.DateTimeField(db_index=True)
+    active_charging_profile = models.JSONField(
+        null=True, blank=True, help_text="The CPO's latest ActiveChargingProfile for this session (what the charger "
+                                         "computed), to verify dispatch against.")
+    active_profile_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_updated"]
