@@ -146,6 +146,21 @@ class DriverAdmin(admin.ModelAdmin):
         return False  # drivers are registered through the API, with their tokens and audit trail
 
 
+@admin.register(DriverToken)
+class DriverTokenAdmin(admin.ModelAdmin):
+    """Which driver a card or app token belongs to (support looks up a session's token here)."""
+
+    list_display = ("uid", "driver", "aggregator", "created_at")
+    list_filter = (("aggregator", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("=uid", "driver__reference")
+    list_select_related = ("driver", "aggregator")
+    readonly_fields = ("id", "aggregator", "driver", "uid", *STAMPS)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are added through the API, where their uniqueness per aggregator is checked
+
+
 @admin.register(SessionSchedule)
 class SessionScheduleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (

@@ -213,6 +213,7 @@ def console(world, tomorrow: date) -> Console:
     _settlement_console_objects(world, statement, settled, session)
 
     _oscp_console_objects(world, cpo, order)
+    _driver_console_objects(world, session)
 
     if apps.is_installed("sandbox"):
         from sandbox.models import SandboxChargingProfile, SandboxCpoClient
@@ -257,6 +258,16 @@ def _meter_console_objects(world, tomorrow) -> None:
                                        kwh_import=Decimal("0.300"), kwh_export=Decimal("0"), quality=1,
                                        received_at=now(), superseded_by=batch, superseded_at=now())
     ConnectionCapacity.objects.create(connection=world.voltflex_connections[1], max_power_kw=Decimal("100.0"))
+
+
+def _driver_console_objects(world, session) -> None:
+    """A driver with a token, linked to the console's session."""
+    from aggregator.services import driver_create
+
+    driver = driver_create(aggregator=world.voltflex, reference="EMSP-CONSOLE", token_uids=["RFID-CONSOLE"],
+                           flex_opt_out=True)
+    session.driver = driver
+    session.save(update_fields=["driver"])
 
 
 def _oscp_console_objects(world, cpo: ChargePointOperator, order: FlexOrder) -> None:
