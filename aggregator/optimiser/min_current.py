@@ -7,7 +7,8 @@ at ~4 s per 1,000 EVs against ~0.1 s for the LP, too slow for a national run. A 
 fractional value per row (sessions + slots), so only a few slots per session fall below the minimum, and moving
 their energy is cheap.
 
-The repair, per session, in slot order (earlier is always safe for deadlines and the V2G floor):
+The repair, per session, in slot order (earlier is always safe for deadlines and the V2G floor; a session with
+neither fills the slots with the lowest total load first):
   1. every slot with 0 < p < min is set to 0 and its energy becomes `need` (a small discharge is set to 0 when the
      slot has room for the extra load, otherwise widened to the minimum, the difference joining `need`);
   2. `need` goes first into slots already charging (up to max power) and then into empty plugged-in slots opened
@@ -77,6 +78,7 @@ def enforce_min_power(
             lo=lo_kw[s],
             cap=cap_kw[s],
             v2g=bool(dcap_kw[s].sum() > 0),
+            free_order=s not in deadlines,
             total=total_kw,
             ceilings=ceilings_kw,
         )
@@ -93,9 +95,11 @@ def enforce_min_power(
 
 
 class _SessionRepair:
-    def __init__(self, *, row: np.ndarray, lo: np.ndarray, cap: np.ndarray, v2g: bool, total: np.ndarray,
-                 ceilings: Sequence[np.ndarray]) -> None:
+    def __init__(self, *, row: np.ndarray, lo: np.ndarray, cap: np.ndarray, v2g: bool, free_order: bool,
+                 total: np.ndarray, ceilings: Sequence[np.ndarray]) -> None:
         self.row, self.lo, self.cap, self.v2g = row, lo, cap, v2g
+        # Without deadlines or a V2G floor the slot order is free: fill the lowest total load first (valleys).
+        self.free_order = free_order and not v2g
         self.total, self.ceilings, self.hard = total, ceilings, ceilings[-1]
 
     def _set(self, t: int, value: float) -> None:
@@ -136,10 +140,15 @@ class _SessionRepair:
             self._trim(-need)
         return "; ".join(notes)
 
+    def _ordered(self, slots: np.ndarray) -> np.ndarray:
+        if self.free_order and len(slots) > 1:
+            return slots[np.argsort(self.total[slots], kind="stable")]
+        return slots
+
     def _raise(self, need: float, ceiling: np.ndarray) -> float:
-        """Add to slots already charging at >= min, earliest first, up to max power and the ceiling."""
+        """Add to slots already charging at >= min (earliest or lowest load first), up to max power and ceiling."""
         row = self.row
-        big = np.flatnonzero((row >= self.lo) & (row >= _NOISE_KW) & (self.cap - row > _NOISE_KW))
+        big = self._ordered(np.flatnonzero((row >= self.lo) & (row >= _NOISE_KW) & (self.cap - row > _NOISE_KW)))
         if not len(big) or need <= _NOISE_KW:
             return need
         room = np.clip(np.minimum(self.cap[big] - row[big], ceiling[big] - self.total[big]), 0.0, None)
@@ -150,9 +159,10 @@ class _SessionRepair:
         return need - float(take.sum())
 
     def _open(self, need: float, ceiling: np.ndarray, notes: list[str]) -> float:
-        """Open empty plugged-in slots at >= min power, earliest first, borrowing to keep the energy exact."""
+        """Open empty plugged-in slots at >= min power (earliest or lowest load first), borrowing to keep the energy
+        exact."""
         row, lo, cap = self.row, self.lo, self.cap
-        candidates = np.flatnonzero((row == 0.0) & (cap > _NOISE_KW) & (ceiling - self.total >= lo))
+        candidates = self._ordered(np.flatnonzero((row == 0.0) & (cap > _NOISE_KW) & (ceiling - self.total >= lo)))
         for t in candidates.tolist():
             if need <= _NOISE_KW:
                 break

@@ -49,6 +49,7 @@ _PEAK_WEIGHT = 1.0
 _EARLY_WEIGHT = 1e-3
 _DISCHARGE_COST = 3e-3  # > the largest early tie-breaker difference (1e-3): cycling costs more than it gains
 _ZERO_KWH = 1e-6
+_REPAIR_STEPS_KW = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 _INF = highspy.kHighsInf
 
 OPTIMAL = "Optimal"
@@ -423,7 +424,8 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
 
     lp_total = base + schedule.sum(axis=0)
     lp_over = float(np.max(lp_total - limit, initial=0.0)) if slots else 0.0
-    # Ceilings for the min-current repair: the LP's own peak, then the uncontrolled peak, then the hard ceiling.
+    # Ceilings for the min-current repair: the LP's own peak, a little above it in growing steps (so a session whose
+    # whole stay sits at the peak spreads its extra over several slots), the uncontrolled peak, the hard ceiling.
     hard = _ceiling(limit, ordered, band_max, fixed, flex_baseline)
     lp_level = max(lp_peak, float(lp_total.max(initial=0.0)))
     uncontrolled_peak = float((base + baseline).max(initial=0.0))
@@ -439,7 +441,8 @@ def schedule_point(sessions: PointSessions, request: PointRequest) -> PointSched
         deadline_slots=sessions.deadline_slots,
         deadline_kwh=phys.deadline_kwh,
         total_kw=lp_total.copy(),
-        ceilings_kw=[np.minimum(hard, level) for level in (lp_level, max(lp_level, uncontrolled_peak))] + [hard],
+        ceilings_kw=[np.minimum(hard, lp_level + step) for step in _REPAIR_STEPS_KW]
+        + [np.minimum(hard, max(lp_level, uncontrolled_peak)), hard],
     )
     repair_s = time.perf_counter() - repair_began
 
