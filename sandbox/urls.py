@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sandbox import cpo
+from sandbox import cpo, oscp
 
 app_name = "sandbox"
 urlpatterns = [
@@ -12,4 +12,6 @@ urlpatterns = [
     path("cpo/ocpi/2.2.1/sessions", cpo.sessions, name="cpo-sessions"),
     path("cpo/faults", cpo.faults, name="cpo-faults"),
     path("cpo/stats", cpo.stats, name="cpo-stats"),
+    # The simulated OSCP 2.0 Flexibility Provider(s), one per name (sandbox/oscp.py).
+    path("oscp/<str:name>/fp/2.0/<str:endpoint>", oscp.fp_endpoint, name="oscp-fp"),
 ]

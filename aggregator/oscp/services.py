@@ -264,6 +264,7 @@ def peer_register(*, peer: OscpPeer, peer_token: str, actor: Any = None) -> Mess
     peer.save(update_fields=["token_from_peer_digest", "registration_status", "updated_at"])
     audit_record(obj=peer, action="oscp.register_sent", actor=actor, actor_label="" if actor else ACTOR)
     return message_queue(peer=peer, endpoint=Endpoint.REGISTER, auth_token=peer_token,
+                         supersede_key=f"register:{peer.pk}",
                          body=protocol.register_body(token=ours, base_url=cp_base_url()))
 
 
@@ -292,7 +293,9 @@ def register_received(*, peer: OscpPeer, register: protocol.ParsedRegister, pres
     locked.token_from_peer_digest = token_digest(ours)
     locked.save(update_fields=["token_for_peer", "base_url", "token_from_peer_digest", "updated_at"])
     audit_record(obj=locked, action="oscp.register_received", actor_label=ACTOR, after={"base_url": locked.base_url})
+    # A repeated Register from the peer replaces an answer not yet sent (only the newest token may land).
     message_queue(peer=locked, endpoint=Endpoint.REGISTER, auth_token=register.token, correlation_id=request_id,
+                  supersede_key=f"register:{locked.pk}",
                   body=protocol.register_body(token=ours, base_url=cp_base_url()))
 
 
