@@ -90,13 +90,14 @@ print(json.dumps({"request": str(request.pk), "isps": isps, "expires_at": reques
 """
 
 
-def django_env(bench_url: str, port: int) -> dict[str, str]:
+def django_env(bench_url: str, port: int, *, server_side_binding: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CACHE_URL")}
     env.update({
         "DATABASE_URL": bench_url, "DEBUG": "false", "SECRET_KEY": "bench-only-not-secret-" + "x" * 30,
         "ALLOWED_HOSTS": "127.0.0.1,localhost", "SANDBOX_ENABLED": "false", "LOG_LEVEL": "WARNING",
         "API_THROTTLE_RATE": "100000000/min",  # measure throughput, not the throttle
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "SECURE_COOKIES": "false",
+        "DB_SERVER_SIDE_BINDING": "true" if server_side_binding else "false",
     })
     return env
 
@@ -162,12 +163,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument("--aggregators", type=int, default=8)
+    parser.add_argument("--no-server-side-binding", dest="server_side_binding", action="store_false",
+                        help="measure without DB_SERVER_SIDE_BINDING (the deploy/.env.example setting is on)")
     args = parser.parse_args()
 
     admin_url, bench_url = database_urls()
     recreate_database(admin_url)
     port = free_port()
-    env = django_env(bench_url, port)
+    env = django_env(bench_url, port, server_side_binding=args.server_side_binding)
     manage = [sys.executable, "manage.py"]
     run([*manage, "migrate", "--verbosity", "0"], env)
     run([*manage, "collectstatic", "--noinput", "--verbosity", "0"], env)
@@ -211,6 +214,7 @@ def main() -> None:
         "clients": args.clients,
         "workers": args.workers,
         "threads": args.threads,
+        "server_side_binding": args.server_side_binding,
         "seconds": round(elapsed, 1),
         "target_ratio": round(accepted / elapsed / 300, 2),
     }))
