@@ -124,16 +124,16 @@ class _SessionRepair:
 
         notes: list[str] = []
         if need > _NOISE_KW:
-            for ceiling in self.ceilings:
+            for index, ceiling in enumerate(self.ceilings):
                 need = self._raise(need, ceiling)
-                need = self._open(need, ceiling, notes)
+                need = self._open(need, ceiling, notes, final=index == len(self.ceilings) - 1)
                 if need <= _NOISE_KW:
                     break
             if need > _NOISE_KW:
                 before = self.total.copy()
                 unlimited = np.full_like(self.total, np.inf)
                 need = self._raise(need, unlimited)
-                need = self._open(need, unlimited, notes)
+                need = self._open(need, unlimited, notes, final=True)
                 excess = float(np.max(self.total - self.hard, initial=0.0) - np.max(before - self.hard, initial=0.0))
                 notes.append(f"min-current rule: {max(excess, 0.0):.2f} kW above the limit to keep the energy")
         elif need < -_NOISE_KW:
@@ -158,21 +158,44 @@ class _SessionRepair:
         self.total[big] += take
         return need - float(take.sum())
 
-    def _open(self, need: float, ceiling: np.ndarray, notes: list[str]) -> float:
+    def _open(self, need: float, ceiling: np.ndarray, notes: list[str], *, final: bool) -> float:
         """Open empty plugged-in slots at >= min power (earliest or lowest load first), borrowing to keep the energy
         exact."""
         row, lo, cap = self.row, self.lo, self.cap
         candidates = self._ordered(np.flatnonzero((row == 0.0) & (cap > _NOISE_KW) & (ceiling - self.total >= lo)))
+        # First pass: only parts that leave nothing or at least a minimum-power slot's worth for later.
+        for t in candidates.tolist():
+            if need < lo[t] or need <= _NOISE_KW or row[t] != 0.0:
+                continue
+            room = float(min(cap[t], ceiling[t] - self.total[t]))
+            if room < lo[t]:
+                continue
+            if room >= need:
+                value = need
+            elif need - room >= lo[t]:
+                value = room
+            elif need - lo[t] >= lo[t]:
+                value = need - float(lo[t])  # < room; leaves exactly one minimum for another slot
+            else:
+                continue
+            self._set(t, value)
+            need -= value
+        # Second pass: what is left (less than a minimum, or no slot could split it) opens one slot at >= minimum,
+        # borrowing the difference from a charging slot; splits that would leave a trickle, and the extra energy
+        # when nothing can lend, only under the last (hard) ceiling, after every lower ceiling was tried.
         for t in candidates.tolist():
             if need <= _NOISE_KW:
                 break
+            if row[t] != 0.0:
+                continue
             room = float(min(cap[t], ceiling[t] - self.total[t]))
             if room < lo[t]:
                 continue
             if need >= lo[t]:
-                value = min(room, need)
-                self._set(t, value)
-                need -= value
+                if final:
+                    value = min(room, need)
+                    self._set(t, value)
+                    need -= value
                 continue
             excess = float(lo[t]) - need
             lenders = np.flatnonzero((row - lo >= excess) & (row >= _NOISE_KW) & (np.arange(len(row)) != t))
@@ -185,8 +208,10 @@ class _SessionRepair:
                 lender = -1
             if lender >= 0:
                 self._set(lender, float(row[lender]) - excess)
-            else:
+            elif final:
                 notes.append(f"min-current rule: {excess * ISP_HOURS:.2f} kWh more than requested")
+            else:
+                continue
             self._set(t, float(lo[t]))
             need = 0.0
         return need
