@@ -15,9 +15,10 @@ neither fills the slots with the lowest total load first):
      at >= min power; an empty slot opened for less than its minimum borrows the difference from a charging slot
      that stays >= min, so the energy is exact; only when no slot can lend it does the driver get up to one
      minimum-power slot extra (never less);
-  3. step 2 runs under the LP's own peak first, then under the uncontrolled peak, then under the hard ceiling
-     (capacity limit, order, DSO band; each stage never above it), and only then above it, which the result then
-     reports;
+  3. step 2 runs under the LP's own peak first, then a little above it in growing steps (0.25 to 8 kW, so a
+     session whose whole stay sits at the peak spreads its extra thinly), then under the uncontrolled peak, then
+     under the hard ceiling (capacity limit, order, DSO band; no stage is ever above it), and only then above it,
+     which the result reports; a split that leaves a trickle, or extra energy, is allowed only at the hard ceiling;
   4. the session is checked (energy, deadlines, V2G floor); if anything fails it falls back to uncontrolled
      charging with its last slot rounded up to the minimum, which meets every physically possible deadline.
 Why the rule holds: step 1 removes every value in (0, min); step 2 only raises values that are >= min, opens slots
