@@ -293,9 +293,24 @@ def _delivered_by_kwh(session: ChargingSession, schedule: SessionSchedule | None
     return min(float(session.energy_requested_kwh), session.max_power_w / 1000 * hours)
 
 
-def _merged_slots(old: SessionSchedule | None, start: datetime, new_kw: np.ndarray) -> tuple[datetime, list[int]]:
-    """Keep the past and the ISP in progress: the old plan's slots before `start`, then the new plan."""
+def _merged_slots(old: SessionSchedule | None, start: datetime, new_kw: np.ndarray, session: ChargingSession,
+                  delivered_kwh: float) -> tuple[datetime, list[int]]:
+    """Keep the past and the ISP in progress: the old plan's slots before `start`, then the new plan. A car that
+    arrived with no plan is shown as what _delivered_by_kwh assumed: full power from arrival."""
     new_w = [int(round(value * 1000)) for value in new_kw]
+    if old is None and session.arrival_at < start and delivered_kwh > 0:
+        first = isp_time.floor_to_isp(session.arrival_at)
+        past_w: list[int] = []
+        remaining = delivered_kwh
+        slot_start = first
+        while slot_start < start:
+            plugged_h = (min(slot_start + isp_time.ISP, start) - max(slot_start, session.arrival_at)
+                         ).total_seconds() / 3600
+            kwh = min(remaining, session.max_power_w / 1000 * max(0.0, plugged_h))
+            past_w.append(int(round(kwh / isp_time.ISP_HOURS * 1000)))
+            remaining -= kwh
+            slot_start += isp_time.ISP
+        return first, past_w + new_w
     if old is None or old.start >= start:
         return start, new_w
     kept_count = int((start - old.start) // isp_time.ISP)
@@ -411,8 +426,9 @@ def congestion_point_reoptimise(
     old_schedules = selectors.current_schedules(session_ids=[s.pk for s in candidates])
     sessions: list[ChargingSession] = []
     inputs: list[SessionInput] = []
+    delivered_by: dict[Any, float] = {}
     for session in candidates:
-        delivered = _delivered_by_kwh(session, old_schedules.get(session.pk), start, now)
+        delivered = delivered_by[session.pk] = _delivered_by_kwh(session, old_schedules.get(session.pk), start, now)
         remaining = portfolio.remaining_session_input(session, now=start, delivered_kwh=delivered)
         if remaining is not None:
             sessions.append(session)
@@ -465,7 +481,7 @@ def congestion_point_reoptimise(
     new_schedules: list[SessionSchedule] = []
     for row, session in enumerate(sessions):
         old = old_schedules.get(session.pk)
-        schedule_start, slots_w = _merged_slots(old, horizon.start, plan_kw[row])
+        schedule_start, slots_w = _merged_slots(old, horizon.start, plan_kw[row], session, delivered_by[session.pk])
         new_schedules.append(SessionSchedule(
             session=session, flex_order=old.flex_order if old is not None else latest_order, start=schedule_start,
             slot_power_w=slots_w,

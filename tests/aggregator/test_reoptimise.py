@@ -8,11 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from unittest.mock import patch
 
+import numpy as np
 import pytest
 
 from aggregator import services
 from aggregator.adapters.ocpi import parse_ocpi_datetime
 from aggregator.models import ChargePointOperator, ChargingProfileCommand, ChargingSession, SessionSchedule
+from aggregator.portfolio import portfolio_snapshot
 from common import isp as isp_time
 from common.exceptions import TransitionError
 from common.models import AuditEvent
@@ -173,6 +175,36 @@ class TestBoostReoptimisesOnlyItsPoint:
             # At least the request; the min-current rule (0 or >= 6 A) may round a slot up.
             assert session.energy_requested_kwh - Decimal("0.01") <= planned
             assert planned <= session.energy_requested_kwh + Decimal(session.min_power_w) / 4000
+
+    def test_a_car_arriving_unannounced_is_planned_so_the_order_still_holds(self, world):
+        portfolio = two_dispatched_points(world, DAY)
+        late = ChargingSessionFactory(
+            charge_point=ChargePointFactory(cpo=portfolio.north[0].charge_point.cpo,
+                                            connection=world.voltflex_connections[1], max_power_w=11_000),
+            arrival_at=local(DAY, 18, 20), expected_departure_at=local(DAY + timedelta(days=1), 7),
+            energy_requested_kwh=Decimal("15"), max_power_w=11_000, status=ChargingSession.Status.ACTIVE)
+        now = local(DAY, 18, 25)
+        with at(now):
+            summary = services.congestion_point_reoptimise(aggregator=world.voltflex,
+                                                           congestion_point=world.cp_north, reason="session_started")
+        assert summary.sessions_scheduled == 4
+        assert summary.deficiency_kw_max == 0 and summary.shortfall_kwh == 0
+        # The order is a reduction below the uncontrolled baseline of every session, the new one included.
+        snapshot = portfolio_snapshot(aggregator=world.voltflex, congestion_point=world.cp_north, period=DAY)
+        baseline_w = snapshot.uncontrolled_kw.sum(axis=0) * 1000
+        planned_w = np.zeros(snapshot.horizon.slots)
+        for schedule in SessionSchedule.objects.filter(session__in=[*portfolio.north, late], is_current=True):
+            offset = snapshot.horizon.slot_of(schedule.start)
+            for index, power_w in enumerate(schedule.slot_power_w):
+                if 0 <= offset + index < snapshot.horizon.slots:
+                    planned_w[offset + index] += power_w
+        first_replanned = snapshot.horizon.slot_of(isp_time.ceil_to_isp(now))
+        for row in portfolio.north_order.isps.all():
+            slot = snapshot.slot_of_isp(row.isp)
+            if slot >= first_replanned:
+                assert planned_w[slot] <= baseline_w[slot] + row.power_w + 4, f"ISP {row.isp}"
+        assert current(late).planned_energy_kwh >= Decimal("15") - Decimal("0.01")
+        assert Command.objects.filter(session=late, status=Command.Status.PENDING).exists()
 
     def test_a_running_session_plans_only_its_remaining_energy(self, world):
         portfolio = two_dispatched_points(world, DAY)
