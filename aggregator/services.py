@@ -498,8 +498,11 @@ def congestion_point_reoptimise(
             continue  # never steered and nothing to deliver: leave the car alone
         sent_body = profile.request_body if profile is not None else None
         full_w = float(session.max_power_w)
-        new_limits = profile_limits_w(schedule_kw_row=plan_kw[row], avail_row=avail[row],
-                                      max_power_kw=full_w / 1000)
+        if session.is_flexible:
+            new_limits = profile_limits_w(schedule_kw_row=plan_kw[row], avail_row=avail[row],
+                                          max_power_kw=full_w / 1000)
+        else:  # opted out or boosted: no cap at all while plugged in, even past the energy we expected
+            new_limits = [int(full_w) if plugged else 0 for plugged in avail[row] > 0]
         # Where the CPO has no profile the car may draw its full power.
         sent = [_profile_limit_at(sent_body, horizon.slot_start(slot)) for slot in range(horizon.slots)]
         changed = any(abs(new - (full_w if np.isnan(old) else old)) > _LIMIT_TOLERANCE_W

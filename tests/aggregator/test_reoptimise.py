@@ -242,6 +242,24 @@ class TestBoostReoptimisesOnlyItsPoint:
         assert Command.objects.filter(session__in=portfolio.north, status=Command.Status.PENDING).count() == pending
 
 
+    def test_a_boosted_car_is_not_capped_even_after_its_expected_energy(self, world):
+        portfolio = two_dispatched_points(world, DAY)
+        boosted = portfolio.north[0]  # 20 kWh at 11 kW: expected to be full by about 19:00
+        with at(local(DAY, 17, 20)):
+            services.charging_session_boost(session=boosted)
+            services.congestion_point_reoptimise(aggregator=world.voltflex, congestion_point=world.cp_north,
+                                                 reason="boost")
+        command = Command.objects.filter(session=boosted, status=Command.Status.PENDING).get()
+        assert limits_from(command.request_body, local(DAY, 17, 20)) == 11_000
+        assert limits_from(command.request_body, local(DAY, 23)) == 11_000
+
+    def test_a_point_without_sessions_reoptimises_to_nothing(self, world):
+        with at(local(DAY, 18, 10)):
+            summary = services.congestion_point_reoptimise(aggregator=world.voltflex,
+                                                           congestion_point=world.cp_north, reason="session_ended")
+        assert (summary.sessions_scheduled, summary.commands_created) == (0, 0)
+
+
 class TestTriggers:
     def test_boost_enqueues_the_reoptimisation_of_its_point_after_commit(self, world, django_capture_on_commit_callbacks):
         portfolio = two_dispatched_points(world, DAY)
