@@ -284,3 +284,19 @@ class TestFlexOfferPropose:
         _, proposal = propose_for(world, tomorrow)
         assert proposal.is_empty
         assert set(evening_isps(tomorrow)).isdisjoint(row.isp for row in proposal.offer_isps)
+
+
+class TestPricing:
+    def test_the_price_is_driver_compensation_per_kwh_shifted_plus_margin(self, settings):
+        settings.AGGREGATOR_COMPENSATION_EUR_PER_KWH = "0.08"
+        settings.AGGREGATOR_MARGIN_PCT = "25"
+        assert pricing.offer_price_eur(energy_shift_kwh=10) == Decimal("1.00")  # 10 x 0.08 x 1.25
+        assert pricing.offer_price_eur(energy_shift_kwh=33.3) == Decimal("3.33")
+
+    def test_the_cost_model_is_configurable(self, settings):
+        settings.AGGREGATOR_COMPENSATION_EUR_PER_KWH = "0.20"
+        settings.AGGREGATOR_MARGIN_PCT = "0"
+        assert pricing.offer_price_eur(energy_shift_kwh=10) == Decimal("2.00")
+
+    def test_a_tiny_shift_still_asks_a_cent(self, settings):
+        assert pricing.offer_price_eur(energy_shift_kwh=0.001) == Decimal("0.01")
