@@ -14,6 +14,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from aggregator.encryption import EncryptedTokenField
 from aggregator.models.operators import ChargePointOperator
 from aggregator.models.portfolio import ChargePoint
 from common import time as clock
@@ -29,10 +30,10 @@ def token_digest(token: str) -> str:
 class OscpPeer(PublicIdModel):
     """One OSCP connection to a CPO's back-office acting as Flexibility Provider (FP).
 
-    Tokens (brief 3.1): `token_for_peer` is the token the peer issued to us (sent in our Authorization header,
-    clear text because we must send it); the tokens we issued are kept only as SHA-256 digests:
-    `token_from_peer_digest` (current) and `initial_token_digest` (token A handed out of band, valid until the
-    registration exchange completes).
+    Tokens (brief 3.1): `token_for_peer` is the token the peer issued to us (sent in our Authorization header, so
+    kept Fernet-encrypted at rest rather than hashed, see aggregator.encryption); the tokens we issued are kept
+    only as SHA-256 digests: `token_from_peer_digest` (current) and `initial_token_digest` (token A handed out of
+    band, valid until the registration exchange completes).
     """
 
     class Registration(models.TextChoices):
@@ -49,7 +50,7 @@ class OscpPeer(PublicIdModel):
     cpo = models.OneToOneField(ChargePointOperator, on_delete=models.PROTECT, related_name="oscp_peer")
     base_url = models.URLField(blank=True, help_text="The peer's OSCP 2.0 base URL (from its Register version_url).")
     version = models.CharField(max_length=10, default="2.0")
-    token_for_peer = models.CharField(max_length=255, blank=True)
+    token_for_peer = EncryptedTokenField(blank=True)
     token_from_peer_digest = models.CharField(max_length=64, blank=True, db_index=True)
     initial_token_digest = models.CharField(max_length=64, blank=True, db_index=True)
     registration_status = models.CharField(max_length=16, choices=Registration.choices, default=Registration.NEW)
@@ -157,7 +158,7 @@ class OscpOutboundMessage(BaseModel):
     body = models.JSONField(null=True, blank=True)
     correlation_id = models.CharField(max_length=100, blank=True)
     # Register is authenticated with a token other than token_for_peer (token A, or the token in the peer's Register).
-    auth_token = models.CharField(max_length=255, blank=True)
+    auth_token = EncryptedTokenField(blank=True)
     group = models.ForeignKey(CapacityGroup, null=True, blank=True, on_delete=models.PROTECT, related_name="messages")
     flex_order = models.ForeignKey(FlexOrder, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     supersede_key = models.CharField(max_length=200, blank=True, db_index=True)

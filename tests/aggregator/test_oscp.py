@@ -650,3 +650,17 @@ def test_a_peer_registering_with_token_a_gets_our_register_with_a_new_token(worl
         {"version": "2.0", "base_url": fp_stub.url("/fp")}]}, token=token_a, request_id="r2").status_code == 401
     assert post("/oscp/cp/2.0/heartbeat", {"offline_mode_at": "2026-03-01T12:00:00Z"}, token=token_c,
                 request_id="r3").status_code == 204
+
+
+def test_the_peer_token_we_send_is_encrypted_at_rest_and_ours_only_digested(world):
+    from django.db import connection
+
+    peer = make_peer(world)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT token_for_peer, token_from_peer_digest FROM {OscpPeer._meta.db_table} WHERE id = %s",
+                       [peer.pk.hex if connection.vendor == "sqlite" else peer.pk])
+        stored, digest = cursor.fetchone()
+    assert stored.startswith("fernet:") and TOKEN_FOR_PEER not in stored
+    assert digest == token_digest(TOKEN_FROM_PEER) and TOKEN_FROM_PEER not in digest
+    peer.refresh_from_db()
+    assert peer.token_for_peer == TOKEN_FOR_PEER
