@@ -91,15 +91,31 @@ REASON = f"""CASE
 # aborts the statement and the import falls back to the precise verdict for every row.
 _AWARE_LIKE = " OR ".join(f"k.isp LIKE '{shape.replace('0', '_')}'" for shape in AWARE_SHAPES)
 ODD_TIME_ZONE = "INTERVAL '+00:07' HOUR TO MINUTE"
-VALID_FAST = f"""(CASE
-    WHEN NOT ({_AWARE_LIKE}) OR k.isp < '{MIN_YEAR}' COLLATE "C" OR substr(k.isp, 12, 2) > '23' COLLATE "C"
-         OR (substr(k.isp, 9, 2) > '28' COLLATE "C" AND NOT ({_RANGES} AND {_LAST_DAY})) THEN false
-    ELSE k.quality IN (0, 1) AND k.kwh_import >= 0 AND k.kwh_export >= 0 AND k.kwh_import <= c.limit_kwh
-         AND k.kwh_export <= c.limit_kwh AND scale(k.kwh_import) <= 3 AND scale(k.kwh_export) <= 3
-         AND mod(date_part('epoch', k.isp::timestamptz)::bigint, 900) = 0
-    END)"""
+_SHAPE_OK = (f"({_AWARE_LIKE}) AND k.isp >= '{MIN_YEAR}' COLLATE \"C\" AND substr(k.isp, 12, 2) <= '23' COLLATE \"C\" "
+             f"AND CASE WHEN substr(k.isp, 9, 2) <= '28' COLLATE \"C\" THEN true WHEN {_RANGES} THEN {_LAST_DAY} "
+             f"ELSE false END")
+
+
+def _values_ok(row: str, limit: str, start: str) -> str:
+    return (f"{row}.quality IN (0, 1) AND {row}.kwh_import >= 0 AND {row}.kwh_export >= 0 "
+            f"AND {row}.kwh_import <= {limit} AND {row}.kwh_export <= {limit} AND scale({row}.kwh_import) <= 3 "
+            f"AND scale({row}.kwh_export) <= 3 AND mod(date_part('epoch', {start})::bigint, 900) = 0")
+
+
+VALID_FAST = f"""(CASE WHEN {_SHAPE_OK} THEN {_values_ok("k", "c.limit_kwh", "k.isp::timestamptz")} ELSE false END)"""
+
+# The same verdict for the one-pass insert: the ISP start is cast once (OFFSET 0 keeps the subquery whole), only
+# rows of known connections are read (inner join).
+FAST_ROWS = f"""
+SELECT v.ean, v.ts, v.kwh_import, v.kwh_export, v.quality FROM (
+    SELECT k.ean, k.kwh_import, k.kwh_export, k.quality, c.limit_kwh,
+           CASE WHEN {_SHAPE_OK} THEN k.isp::timestamptz END AS ts
+    FROM meter_stage k JOIN meter_conn c ON c.ean = k.ean OFFSET 0) v
+WHERE v.ts IS NOT NULL AND {_values_ok("v", "v.limit_kwh", "v.ts")}"""
 
 STAGED = "meter_stage k LEFT JOIN meter_conn c ON c.ean = k.ean"
+PRECISE_ROWS = f"""SELECT k.ean, k.isp::timestamptz AS ts, k.kwh_import, k.kwh_export, k.quality FROM {STAGED}
+WHERE ({REASON}) IS NULL"""
 
 
 def _detail_case() -> str:
@@ -187,27 +203,26 @@ def _copy_lines(cursor: psycopg.Cursor, path: Path, progress: object, total: int
     return int(_one(cursor)[0])
 
 
-def _insert_valid(cursor: psycopg.Cursor, batch: MeterImportBatch, valid: str) -> int:
+def _insert_valid(cursor: psycopg.Cursor, batch: MeterImportBatch, rows: str) -> int:
     """Insert the rows `valid` accepts and keep per-connection spans of what went in. A plain INSERT first (a
     delivery of new data, the common case: half the cost of ON CONFLICT); if a key is already stored or twice in
     the delivery it fails at once, and the same INSERT runs again with ON CONFLICT DO NOTHING."""
     try:
         with transaction.atomic():
-            return _insert_statement(cursor, batch, valid, on_conflict="")
+            return _insert_statement(cursor, batch, rows, on_conflict="")
     except psycopg.errors.UniqueViolation:
-        return _insert_statement(cursor, batch, valid,
+        return _insert_statement(cursor, batch, rows,
                                  on_conflict="ON CONFLICT (connection_id, isp_start) DO NOTHING")
 
 
-def _insert_statement(cursor: psycopg.Cursor, batch: MeterImportBatch, valid: str, *, on_conflict: str) -> int:
+def _insert_statement(cursor: psycopg.Cursor, batch: MeterImportBatch, rows: str, *, on_conflict: str) -> int:
     cursor.execute("DROP TABLE IF EXISTS meter_spans")
     cursor.execute(f"""
         CREATE TEMP TABLE meter_spans ON COMMIT DROP AS
         WITH inserted AS (
             INSERT INTO {MeterReading._meta.db_table}
                 (connection_id, isp_start, kwh_import, kwh_export, quality, version, batch_id, received_at)
-            SELECT k.ean, k.isp::timestamptz, k.kwh_import, k.kwh_export, k.quality, 1, %s, now()
-            FROM {STAGED} WHERE {valid}
+            SELECT r.ean, r.ts, r.kwh_import, r.kwh_export, r.quality, 1, %s, now() FROM ({rows}) r
             {on_conflict}
             RETURNING connection_id, isp_start)
         SELECT connection_id AS ean, min(isp_start) AS first, max(isp_start) AS last, count(*) AS n
@@ -241,23 +256,34 @@ def copy_import(*, batch: MeterImportBatch, path: Path, scope: Participant | Non
         cursor.execute(f"SET LOCAL TIME ZONE {ODD_TIME_ZONE}")
         try:
             with transaction.atomic():
-                inserted = _insert_valid(cursor, batch, VALID_FAST)
+                inserted = _insert_valid(cursor, batch, FAST_ROWS)
             cheap = True
         except psycopg.errors.DataError:  # a shape-true but impossible instant: the precise verdict for all
             cheap = False
-            inserted = _insert_valid(cursor, batch, f"({REASON}) IS NULL")
+            inserted = _insert_valid(cursor, batch, PRECISE_ROWS)
         counts = MergeCounts(accepted=inserted)
         rejected = 0
         if inserted < received:
-            rejected = _rejections_insert(cursor, batch, cheap=cheap)
-            if inserted + rejected < received:
-                rejected += _collisions_merge(cursor, batch, counts, cheap=cheap)
+            try:
+                with transaction.atomic():
+                    rejected = _rejected_and_collided(cursor, batch, counts, inserted, received, cheap=cheap)
+            except psycopg.errors.DataError:  # an impossible instant outside the inserted rows: precise for all
+                counts = MergeCounts(accepted=inserted)
+                rejected = _rejected_and_collided(cursor, batch, counts, inserted, received, cheap=False)
         cursor.execute("SELECT set_config('TimeZone', %s, true)", [time_zone])
         cursor.execute("SELECT ean, first, last, n FROM meter_spans")
         spans = {ean: (first, last, int(n)) for ean, first, last, n in cursor.fetchall()}
         _scratch_drop(cursor)
     return CopyOutcome(received=received, rejected=rejected, counts=counts, spans=spans, fallback=fallback,
                        stage_s=stage_s)
+
+
+def _rejected_and_collided(cursor: psycopg.Cursor, batch: MeterImportBatch, counts: MergeCounts, inserted: int,
+                           received: int, *, cheap: bool) -> int:
+    rejected = _rejections_insert(cursor, batch, cheap=cheap)
+    if inserted + rejected < received:
+        rejected += _collisions_merge(cursor, batch, counts, cheap=cheap)
+    return rejected
 
 
 def _rejections_insert(cursor: psycopg.Cursor, batch: MeterImportBatch, *, cheap: bool) -> int:
