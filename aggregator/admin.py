@@ -226,7 +226,7 @@ class OscpPeerAdmin(admin.ModelAdmin):
     list_select_related = ("cpo",)
     autocomplete_fields = ("cpo",)
     inlines = (CapacityGroupInline,)
-    actions = ("issue_registration_token", "register_at_peer", "send_handshake", "publish_forecasts")
+    actions = ("issue_registration_token", "register_at_peer", "rotate_token", "send_handshake", "publish_forecasts")
     readonly_fields = ("id", "registration_status", "handshake_status", "token_from_peer_digest",
                        "initial_token_digest", "peer_required_behaviour", "last_heartbeat_sent_at",
                        "last_heartbeat_received_at", "peer_offline_mode_at", "offline_alerted_at", *STAMPS)
@@ -254,6 +254,14 @@ class OscpPeerAdmin(admin.ModelAdmin):
         for peer in queryset:
             try:
                 oscp_services.peer_register(peer=peer, peer_token=peer.token_for_peer, actor=request.user)
+            except ApplicationError as exc:
+                self.message_user(request, f"{peer}: {exc.message}", messages.ERROR)
+
+    @admin.action(description="Give the peer a new token for calling us (PUT register)")
+    def rotate_token(self, request: HttpRequest, queryset: models.QuerySet[OscpPeer]) -> None:
+        for peer in queryset:
+            try:
+                oscp_services.peer_token_rotate(peer=peer, actor=request.user)
             except ApplicationError as exc:
                 self.message_user(request, f"{peer}: {exc.message}", messages.ERROR)
 

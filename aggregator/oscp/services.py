@@ -48,6 +48,7 @@ ACTOR = "oscp"
 # A SENDING message older than this lost its worker (killed mid-send): the sweep hands it out again.
 STALE_SENDING = timedelta(minutes=5)
 DEFAULT_MEASUREMENT_CONFIGURATION = ["CONTINUOUS"]
+SCRUBBED = "(delivered; not kept)"  # what a delivered Register keeps in place of the token it carried
 
 
 class OscpRefused(ApplicationError):
@@ -183,6 +184,34 @@ def _after_sent(message: Message) -> None:
         _handshake_complete(peer_id=peer_id)
     elif message.endpoint == Endpoint.HEARTBEAT:
         OscpPeer.objects.filter(pk=peer_id).update(last_heartbeat_sent_at=message.sent_at, updated_at=clock.now())
+    if message.endpoint == Endpoint.REGISTER and message.method == "PUT" and message.body:
+        # Token rotation delivered: the peer uses the new token from now on (the old one worked until here).
+        with transaction.atomic():
+            peer = OscpPeer.objects.select_for_update().get(pk=peer_id)
+            peer.token_from_peer_digest = token_digest(str(message.body["token"]))
+            peer.save(update_fields=["token_from_peer_digest", "updated_at"])
+            audit_record(obj=peer, action="oscp.token_rotated", actor_label=ACTOR)
+    if message.endpoint == Endpoint.REGISTER:
+        _scrub_tokens(message)
+
+
+def _scrub_tokens(message: Message) -> None:
+    """A delivered Register keeps no token in the outbox: the one we issued lives on only as a digest."""
+    body = dict(message.body or {})
+    if "token" in body:
+        body["token"] = SCRUBBED
+    Message.objects.filter(pk=message.pk).update(body=body, auth_token="", updated_at=clock.now())
+
+
+@transaction.atomic
+def peer_token_rotate(*, peer: OscpPeer, actor: Any = None) -> Message:
+    """PUT register: give the peer a new token for calling us; the old one stays valid until the PUT is delivered."""
+    if peer.registration_status != OscpPeer.Registration.REGISTERED:
+        raise ApplicationError("Only a registered peer can get a new token.", code="invalid_state",
+                               field="registration_status", status_code=409)
+    audit_record(obj=peer, action="oscp.token_rotation_sent", actor=actor, actor_label="" if actor else ACTOR)
+    return message_queue(peer=peer, endpoint=Endpoint.REGISTER, method="PUT", supersede_key=f"register-put:{peer.pk}",
+                         body=protocol.register_body(token=new_token(), base_url=cp_base_url()))
 
 
 @transaction.atomic

@@ -664,3 +664,24 @@ def test_the_peer_token_we_send_is_encrypted_at_rest_and_ours_only_digested(worl
     assert digest == token_digest(TOKEN_FROM_PEER) and TOKEN_FROM_PEER not in digest
     peer.refresh_from_db()
     assert peer.token_for_peer == TOKEN_FOR_PEER
+
+
+def test_a_token_rotation_switches_tokens_once_delivered_and_no_token_stays_in_the_outbox(
+        world, fp_stub, send_spy, django_capture_on_commit_callbacks):
+    fp_stub.respond("/fp/register", status=204)
+    peer = make_peer(world, base_url=fp_stub.url("/fp"))
+    with django_capture_on_commit_callbacks(execute=False):
+        message = oscp_services.peer_token_rotate(peer=peer)
+    new_token = message.body["token"]
+    # Until the PUT is delivered the old token still works (the peer does not know the new one yet).
+    assert post("/oscp/cp/2.0/heartbeat", {"offline_mode_at": "2026-03-01T12:00:00Z"}).status_code == 204
+    oscp_services.message_send(message_id=message.pk)
+    (put,) = fp_stub.requests_to("/fp/register")
+    assert put.method == "PUT" and put.json()["token"] == new_token
+    assert post("/oscp/cp/2.0/heartbeat", {"offline_mode_at": "2026-03-01T12:00:00Z"},
+                request_id="r2").status_code == 401
+    assert post("/oscp/cp/2.0/heartbeat", {"offline_mode_at": "2026-03-01T12:00:00Z"}, token=new_token,
+                request_id="r3").status_code == 204
+    message.refresh_from_db()
+    assert message.status == Status.SENT and new_token not in json.dumps(message.body)
+    assert message.body["token"] == oscp_services.SCRUBBED
