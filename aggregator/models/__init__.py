@@ -6,8 +6,8 @@ Add a module for a new concern and import it here.
 """
 
 from aggregator.models.dispatch import ChargingProfileCommand
-from aggregator.models.ocpi import OcpiEvse, OcpiLocation, OcpiSession
 from aggregator.models.drivers import Driver, DriverToken
+from aggregator.models.ocpi import OcpiEvse, OcpiLocation, OcpiSession
 from aggregator.models.operators import ChargePointOperator
 from aggregator.models.oscp import (
     CapacityAdjustment,
