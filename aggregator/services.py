@@ -727,11 +727,11 @@ def driver_preferences_update(
     audit_record(obj=locked, action="driver.preferences_changed", actor=actor, actor_label=actor_label,
                  before=before, after={**after, "tokens_added": sorted(t.upper() for t in token_uids or [])})
     if before != after:
-        _driver_sessions_refresh(locked)
+        _driver_sessions_refresh(locked, v2g_changed=before["v2g_allowed"] != after["v2g_allowed"])
     return locked
 
 
-def _driver_sessions_refresh(driver: Driver) -> None:
+def _driver_sessions_refresh(driver: Driver, *, v2g_changed: bool = False) -> None:
     now = clock.now()
     open_sessions = ChargingSession.objects.select_for_update().select_related(
         "charge_point__connection", "charge_point__cpo").filter(
@@ -739,15 +739,16 @@ def _driver_sessions_refresh(driver: Driver) -> None:
     points_done: set[Any] = set()
     for session in open_sessions:
         before = audit_payload(session, ["expected_departure_at", "departure_source", "flex_opt_out",
-                                         "min_energy_kwh", "min_energy_by"])
+                                         "min_energy_kwh", "min_energy_by", "battery_capacity_kwh"])
         if session.departure_source in ChargingSession.ESTIMATED_SOURCES and driver.usual_departure_time:
-            session.expected_departure_at = estimates.next_local_time(after=session.arrival_at,
+            # The next such time from now: a car still plugged in after its usual time leaves the day after.
+            session.expected_departure_at = estimates.next_local_time(after=max(session.arrival_at, now),
                                                                       at=driver.usual_departure_time)
             session.departure_source = ChargingSession.Source.DRIVER
         _apply_driver_preferences(session, driver)
         after = audit_payload(session, list(before))
-        if after == before:
-            continue
+        if after == before and not (v2g_changed and session.v2g_capable):
+            continue  # nothing this session's plan depends on changed
         _validated(session).save()
         audit_record(obj=session, action="charging_session.preferences_applied", actor_label=AGGREGATOR_ACTOR,
                      before=before, after=after)

@@ -149,6 +149,18 @@ class TestPreferences:
         assert response.json()["token_uids"] == ["APP-9", "RFID-9"]
         reoptimise.assert_not_called()
 
+    def test_v2g_consent_reoptimises_a_v2g_capable_session(
+        self, voltflex, evening_session, world, django_capture_on_commit_callbacks
+    ):
+        ChargingSession.objects.filter(pk=evening_session.pk).update(v2g_capable=True, max_discharge_power_w=7_000)
+        with patch("common.time.now", return_value=local(DAY, 19)), \
+                patch("aggregator.tasks.reoptimise_congestion_point_task.delay") as reoptimise, \
+                django_capture_on_commit_callbacks(execute=True):
+            response = voltflex.post(f"{API}/drivers/{evening_session.driver_id}/preferences/",
+                                     {"v2g_allowed": True}, format="json")
+        assert response.status_code == 200
+        reoptimise.assert_called_once_with(str(world.cp_north.pk), str(world.voltflex.pk), "driver_preferences")
+
     def test_the_usual_departure_replaces_an_estimated_one(self, voltflex, evening_session):
         ChargingSession.objects.filter(pk=evening_session.pk).update(departure_source=ChargingSession.Source.POPULATION)
         with patch("common.time.now", return_value=local(DAY, 19)):
