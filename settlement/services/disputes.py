@@ -15,12 +15,18 @@ from common.audit import audit_record
 from common.exceptions import ApplicationError
 from market.models import Participant
 from settlement.models import Dispute, SettlementLine, Statement
-from settlement.services.settle import statement_version_issue
+from settlement.services.settle import serialise_on, statement_version_issue
 
 MAX_AMOUNT = Decimal("1000000000")
 
 
+def _lock(statement: Statement) -> None:
+    serialise_on(f"settlement.statement:{statement.dso_id}:{statement.aggregator_id}:{statement.period_start}:"
+                 f"{statement.period_end}")
+
+
 def _current(statement: Statement) -> Statement:
+    _lock(statement)
     latest = (Statement.objects.select_for_update()
               .filter(dso=statement.dso_id, aggregator=statement.aggregator_id, period_start=statement.period_start,
                       period_end=statement.period_end).order_by("-version").first())
@@ -86,6 +92,7 @@ def dispute_resolve(*, dispute: Dispute, dso: Participant, accept: bool, reason:
                                field="corrected_amount_eur")
     if not accept and not reason.strip():
         raise ApplicationError("Rejecting a dispute needs a reason.", code="reason_required", field="reason")
+    _lock(dispute.statement)
     latest = (Statement.objects.select_for_update()
               .filter(dso=dispute.statement.dso_id, aggregator=dispute.statement.aggregator_id,
                       period_start=dispute.statement.period_start, period_end=dispute.statement.period_end)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Prefetch
 
 from common import time as clock
@@ -143,7 +143,10 @@ def _entry_hash(*, previous_hash: str, sequence: int, document: str) -> str:
 
 @transaction.atomic
 def ledger_append(*, statement: Statement) -> LedgerEntry:
-    """Append an issued statement version to the chain (serialised: the last entry is locked)."""
+    """Append an issued statement version to the chain (serialised: one appender at a time)."""
+    if connection.vendor == "postgresql":  # also when the chain is still empty and there is no row to lock
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('settlement.ledger'))")
     last = LedgerEntry.objects.select_for_update().order_by("-sequence").first()
     sequence = (last.sequence + 1) if last else 1
     previous_hash = last.entry_hash if last else GENESIS_HASH

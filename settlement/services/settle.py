@@ -492,8 +492,18 @@ def _apply_override(item: ComputedSettlement, *, isp: int, net: Decimal) -> None
     settlement.content_sha256 = ledger.order_settlement_hash(settlement, item.lines)
 
 
+def serialise_on(key: str) -> None:
+    """Inside a transaction on PostgreSQL: wait for any other transaction holding the same key (an advisory
+    lock), so versions of one statement, and ledger entries, are issued one at a time even when no row exists
+    yet to lock. SQLite serialises writers anyway."""
+    if db_connection.vendor == "postgresql":
+        with db_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+
+
 def _current_version(*, dso: Participant, aggregator: Participant, period_start: date,
                      period_end: date) -> Statement | None:
+    serialise_on(f"settlement.statement:{dso.pk}:{aggregator.pk}:{period_start}:{period_end}")
     return (
         Statement.objects.select_for_update()
         .filter(dso=dso, aggregator=aggregator, period_start=period_start, period_end=period_end)
