@@ -177,6 +177,8 @@ class OcpiChargingProfiles(ChargingProfileAdapter):
             raise AdapterError(f"{method} {url}: OCPI server error {status_code} {payload.get('status_message', '')}",
                                permanent=False)
         data = payload.get("data") or {}
+        if isinstance(data, list) and len(data) == 1:
+            data = data[0]  # some CPOs (extrawest-ocpi) wrap the one ChargingProfileResponse in a list
         result = data.get("result") if isinstance(data, dict) else None
         if result not in PROFILE_RESPONSE_RESULTS:
             raise AdapterError(f"{method} {url}: unknown ChargingProfileResponse result {result!r}", permanent=False)

@@ -36,8 +36,8 @@ def version_details(request: HttpRequest, caller: Caller) -> dict[str, Any]:
     return envelope(data={"version": OCPI_VERSION, "endpoints": [
         # The spec advises publishing our own credentials endpoint as SENDER.
         {"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
-        {"identifier": "sessions", "role": "RECEIVER", "url": f"{base}/sessions"},
-        {"identifier": "locations", "role": "RECEIVER", "url": f"{base}/locations"},
+        {"identifier": "sessions", "role": "RECEIVER", "url": f"{base}/sessions/"},
+        {"identifier": "locations", "role": "RECEIVER", "url": f"{base}/locations/"},
         # Published with a trailing '/': the CPO appends the session id without a separator (OCPI-BRIEF 6.2).
         {"identifier": "chargingprofiles", "role": "SENDER", "url": f"{base}/chargingprofiles/"},
     ]})

@@ -181,8 +181,8 @@ class TestOcpiDiscoveryEndpoints:
         assert payload["status_code"] == 1000
         assert payload["data"]["endpoints"] == [
             {"identifier": "credentials", "role": "SENDER", "url": "https://agg.example/ocpi/2.2.1/credentials"},
-            {"identifier": "sessions", "role": "RECEIVER", "url": "https://agg.example/ocpi/2.2.1/sessions"},
-            {"identifier": "locations", "role": "RECEIVER", "url": "https://agg.example/ocpi/2.2.1/locations"},
+            {"identifier": "sessions", "role": "RECEIVER", "url": "https://agg.example/ocpi/2.2.1/sessions/"},
+            {"identifier": "locations", "role": "RECEIVER", "url": "https://agg.example/ocpi/2.2.1/locations/"},
             {"identifier": "chargingprofiles", "role": "SENDER",
              "url": "https://agg.example/ocpi/2.2.1/chargingprofiles/"}]
         assert (response["X-Request-ID"], response["X-Correlation-ID"]) == ("r-1", "c-1")
