@@ -242,6 +242,33 @@ class StatementPrintApi(_StatementFileView):
         return HttpResponse(html, content_type="text/html; charset=utf-8")
 
 
+class LedgerEntryOutputSerializer(serializers.Serializer):
+    sequence = serializers.IntegerField()
+    previous_hash = serializers.CharField()
+    entry_hash = serializers.CharField(help_text="SHA-256 of the canonical JSON {previous_hash, sequence, statement: "
+                                                 "document} (keys sorted, no spaces, UTF-8).")
+    document_sha256 = serializers.CharField()
+    document = serializers.SerializerMethodField(help_text="The statement version as issued (canonical JSON).")
+    appended_at = serializers.DateTimeField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_document(self, entry: Any) -> Any:
+        return json.loads(entry.document)
+
+
+@extend_schema(tags=["settlement"], summary="The ledger entry of a statement version, to verify it yourself",
+               responses={200: LedgerEntryOutputSerializer, **ERROR_RESPONSES})
+class StatementLedgerApi(_StatementFileView):
+    def get(self, request: Request, pk: str) -> Response:
+        statement = self.statement(pk)
+        entry = getattr(statement, "ledger_entry", None)
+        if entry is None:
+            from common.exceptions import ApplicationError
+
+            raise ApplicationError("This statement version is not in the ledger.", code="not_found", status_code=404)
+        return Response(LedgerEntryOutputSerializer(entry).data)
+
+
 # --- disputes -----------------------------------------------------------------------------------------------------
 
 

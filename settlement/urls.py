@@ -13,6 +13,7 @@ urlpatterns = [
          name="statement-flex-settlement"),
     path("statements/<uuid:pk>/csv/", apis.StatementCsvApi.as_view(), name="statement-csv"),
     path("statements/<uuid:pk>/print/", apis.StatementPrintApi.as_view(), name="statement-print"),
+    path("statements/<uuid:pk>/ledger/", apis.StatementLedgerApi.as_view(), name="statement-ledger"),
     path("disputes/", apis.DisputeListApi.as_view(), name="dispute-list"),
     path("disputes/create/", apis.DisputeCreateApi.as_view(), name="dispute-create"),
     path("disputes/<uuid:pk>/", apis.DisputeDetailApi.as_view(), name="dispute-detail"),

@@ -272,6 +272,7 @@ PLAN: dict[str, Callable[[Owned], list[Probe]]] = {
     "settlement/statements/<uuid:pk>/flex-settlement/": lambda o: [Probe("get", pk(o.statement), owner="voltflex")],
     "settlement/statements/<uuid:pk>/csv/": lambda o: [Probe("get", pk(o.statement), owner="gridco")],
     "settlement/statements/<uuid:pk>/print/": lambda o: [Probe("get", pk(o.statement), owner="voltflex")],
+    "settlement/statements/<uuid:pk>/ledger/": lambda o: [Probe("get", pk(o.statement))],
     "settlement/disputes/": lambda o: [Probe("get", expect="list"),
                                        Probe("get", query={"statement": str(o.statement.pk)}, expect="list")],
     "settlement/disputes/create/": lambda o: [Probe("post", expect="reference", body={

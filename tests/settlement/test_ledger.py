@@ -137,3 +137,21 @@ def test_a_removed_entry_breaks_the_sequence(world: World, tomorrow: date) -> No
     checked, problem = ledger_verify()
     assert checked == 0 and problem is not None
     assert problem.sequence == 2 and "missing" in problem.reason
+
+
+def test_the_aggregator_verifies_its_entry_from_the_api(world: World, tomorrow: date) -> None:
+    from tests.conftest import api_client_for
+
+    _, second = two_versions(world, tomorrow)
+    body = api_client_for(world.voltflex_user).get(f"/api/v1/settlement/statements/{second.pk}/ledger/").json()
+
+    recomputed = hashlib.sha256(json.dumps(
+        {"previous_hash": body["previous_hash"], "sequence": body["sequence"], "statement": body["document"]},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    assert recomputed == body["entry_hash"] == second.ledger_entry.entry_hash
+    assert body["document"]["total_eur"] == "20.50" and body["document"]["aggregator"] == "voltflex.example.com"
+    previous = api_client_for(world.gridco_user).get(f"/api/v1/settlement/statements/{second.previous_version_id}/"
+                                                     "ledger/").json()
+    assert previous["entry_hash"] == body["previous_hash"]  # the chain, link by link
+    other = api_client_for(world.chargeco_user).get(f"/api/v1/settlement/statements/{second.pk}/ledger/")
+    assert other.status_code == 404
