@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from aggregator import selectors, services
 from aggregator.models import ChargingSession, Driver, SessionSchedule
-from common.api import ERROR_RESPONSES
+from common.api import ERROR_RESPONSES, AwareDateTimeField
 from common.idempotency import idempotent
 from market.apis._shared import IDEMPOTENCY_PARAMETER
 from market.filters import AwareIsoDateTimeFilter
@@ -283,6 +283,51 @@ class SessionDetailApi(AggregatorView, generics.RetrieveAPIView):
 
     def get_queryset(self) -> QuerySet[ChargingSession]:
         return self.sessions()
+
+
+class SessionTargetsInputSerializer(serializers.Serializer):
+    expected_departure_at = AwareDateTimeField(required=False, help_text="When the car leaves (with UTC offset).")
+    energy_requested_kwh = serializers.DecimalField(max_digits=7, decimal_places=3, min_value=0,  # type: ignore[arg-type]
+                                                    required=False, help_text="Energy wanted by departure, kWh.")
+    target_soc_pct = serializers.DecimalField(max_digits=5, decimal_places=2, min_value=0, max_value=100,  # type: ignore[arg-type]
+                                              required=False, help_text="Or: the state of charge wanted, %.")
+    arrival_soc_pct = serializers.DecimalField(max_digits=5, decimal_places=2, min_value=0, max_value=100,  # type: ignore[arg-type]
+                                               required=False, help_text="State of charge at arrival, % (for SoC).")
+    battery_capacity_kwh = serializers.DecimalField(max_digits=6, decimal_places=2, min_value=1,  # type: ignore[arg-type]
+                                                    required=False)
+
+    class Meta:
+        ref_name = "SessionTargets"
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError({"expected_departure_at": "Give a departure, an energy or a target."})
+        return attrs
+
+
+@extend_schema(
+    tags=["sessions"], summary="The driver sets this session's departure and/or energy (kWh or target SoC)",
+    description="Given values replace estimates and the session's congestion point is re-optimised. Errors: "
+                "session_not_open (409), departure_in_past, soc_incomplete, energy_twice, invalid_session.",
+    request=SessionTargetsInputSerializer,
+    responses={200: SessionOutputSerializer, 409: ERROR_RESPONSES[400], **ERROR_RESPONSES},
+    parameters=[IDEMPOTENCY_PARAMETER],
+    examples=[OpenApiExample("Leaving at 07:15 with 80 %", request_only=True, value={
+        "expected_departure_at": "2026-11-27T07:15:00+01:00", "target_soc_pct": "80", "arrival_soc_pct": "35",
+        "battery_capacity_kwh": "64"})],
+)
+class SessionTargetsApi(AggregatorView):
+    required_scope = WRITE_SCOPE
+
+    @idempotent
+    def post(self, request: Request, pk: str) -> Response:
+        session = get_object_or_404(self.sessions(), pk=pk)
+        serializer = SessionTargetsInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        actor, label = request_actor(request)
+        session = services.charging_session_targets_set(session=session, actor=actor, actor_label=label,
+                                                        **serializer.validated_data)
+        return Response(SessionOutputSerializer(self.sessions().get(pk=session.pk)).data)
 
 
 @extend_schema(

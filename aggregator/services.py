@@ -756,3 +756,55 @@ def _driver_sessions_refresh(driver: Driver, *, v2g_changed: bool = False) -> No
         if point not in points_done:
             points_done.add(point)
             charging_session_changed(session=session, reason="driver_preferences")
+
+
+@transaction.atomic
+def charging_session_targets_set(
+    *, session: ChargingSession, expected_departure_at: datetime | None = None,
+    energy_requested_kwh: Decimal | None = None, target_soc_pct: Decimal | None = None,
+    arrival_soc_pct: Decimal | None = None, battery_capacity_kwh: Decimal | None = None, actor: Any = None,
+    actor_label: str = "",
+) -> ChargingSession:
+    """The driver (through the eMSP app) says when the car leaves and/or how much it needs, in kWh or as a
+    target state of charge. Given values replace estimates (source DRIVER); the driver's minimum energy is
+    re-applied; the session's congestion point is re-optimised."""
+    locked = ChargingSession.objects.select_for_update().select_related(
+        "charge_point__connection", "charge_point__cpo", "driver").get(pk=session.pk)
+    now = clock.now()
+    if not _is_open(locked, now):
+        raise TransitionError(f"Session {locked.cpo_session_id} is {locked.status.lower()} and no longer charging.",
+                              code="session_not_open")
+    if energy_requested_kwh is not None and target_soc_pct is not None:
+        raise ApplicationError("Give the energy in kWh or as a target state of charge, not both.",
+                               code="energy_twice", field="target_soc_pct")
+    before = audit_payload(locked, ["expected_departure_at", "departure_source", "energy_requested_kwh",
+                                    "energy_source", "target_soc_pct", "arrival_soc_pct", "battery_capacity_kwh"])
+    if expected_departure_at is not None:
+        if expected_departure_at <= now:
+            raise ApplicationError("The departure must lie in the future.", code="departure_in_past",
+                                   field="expected_departure_at")
+        locked.expected_departure_at, locked.departure_source = expected_departure_at, ChargingSession.Source.DRIVER
+    if battery_capacity_kwh is not None:
+        locked.battery_capacity_kwh = battery_capacity_kwh
+    if arrival_soc_pct is not None:
+        locked.arrival_soc_pct = arrival_soc_pct
+    if target_soc_pct is not None:
+        capacity = locked.battery_capacity_kwh or (locked.driver.battery_capacity_kwh if locked.driver else None)
+        if capacity is None or locked.arrival_soc_pct is None:
+            raise ApplicationError("A target state of charge needs the battery capacity and the arrival SoC.",
+                                   code="soc_incomplete", field="target_soc_pct")
+        locked.battery_capacity_kwh, locked.target_soc_pct = capacity, target_soc_pct
+        energy_requested_kwh = ChargingSession.energy_for_soc(
+            battery_capacity_kwh=capacity, arrival_soc_pct=locked.arrival_soc_pct, target_soc_pct=target_soc_pct)
+    elif energy_requested_kwh is not None:
+        locked.target_soc_pct = None  # a kWh figure replaces an earlier target
+    if energy_requested_kwh is not None:
+        locked.energy_requested_kwh, locked.energy_source = energy_requested_kwh, ChargingSession.Source.DRIVER
+    _apply_driver_preferences(locked, locked.driver)
+    _validated(locked).save()
+    after = audit_payload(locked, list(before))
+    audit_record(obj=locked, action="charging_session.targets_set", actor=actor, actor_label=actor_label,
+                 before=before, after=after)
+    if after != before:
+        charging_session_changed(session=locked, reason="driver_targets")
+    return locked

@@ -13,5 +13,6 @@ urlpatterns = [
     path("drivers/<uuid:pk>/preferences/", apis.DriverPreferencesApi.as_view(), name="driver-preferences"),
     path("sessions/", apis.SessionListApi.as_view(), name="session-list"),
     path("sessions/<uuid:pk>/", apis.SessionDetailApi.as_view(), name="session-detail"),
+    path("sessions/<uuid:pk>/targets/", apis.SessionTargetsApi.as_view(), name="session-targets"),
     path("sessions/<uuid:pk>/boost/", apis.SessionBoostApi.as_view(), name="session-boost"),
 ]

@@ -121,7 +121,8 @@ class Owned:
                                                revoked_at__isnull=True).count(),
             "driver": Driver.objects.filter(pk=self.driver.pk).values_list("flex_opt_out", "updated_at").first()
             if self.driver is not None else None,
-            "boosted_at": ChargingSession.objects.get(pk=self.charging_session.pk).boosted_at
+            "session": ChargingSession.objects.filter(pk=self.charging_session.pk).values_list(
+                "boosted_at", "energy_requested_kwh", "expected_departure_at").first()
             if self.charging_session is not None else None,
             "counts": [model.objects.count() for model in (FlexRequest, DPrognosis, FlexOffer, FlexOrder,
                                                            FlexContract, FlexReservationUpdate, Statement,
@@ -308,6 +309,8 @@ PLAN: dict[str, Callable[[Owned], list[Probe]]] = {
         Probe("get", query={"congestion_point": o.point.ean}, expect="list")],
     "aggregator/sessions/<uuid:pk>/": lambda o: [Probe("get", pk(o.charging_session), owner="voltflex")],
     "aggregator/sessions/<uuid:pk>/boost/": lambda o: [Probe("post", pk(o.charging_session))],
+    "aggregator/sessions/<uuid:pk>/targets/": lambda o: [Probe("post", pk(o.charging_session),
+                                                               body={"energy_requested_kwh": "5"})],
 }
 
 

@@ -255,3 +255,55 @@ class TestReads:
     def test_a_naive_time_filter_is_refused(self, voltflex):
         response = voltflex.get(f"{API}/sessions/", {"arrival_after": "2027-01-12T18:00:00"})
         assert response.status_code == 400
+
+
+class TestTargets:
+    def test_the_driver_sets_departure_and_target_soc_and_the_point_is_reoptimised(
+        self, voltflex, evening_session, world, django_capture_on_commit_callbacks
+    ):
+        ChargingSession.objects.filter(pk=evening_session.pk).update(
+            departure_source=ChargingSession.Source.POPULATION, energy_source=ChargingSession.Source.HISTORY)
+        with patch("common.time.now", return_value=local(DAY, 19)), \
+                patch("aggregator.tasks.reoptimise_congestion_point_task.delay") as reoptimise, \
+                django_capture_on_commit_callbacks(execute=True):
+            response = voltflex.post(f"{API}/sessions/{evening_session.pk}/targets/", {
+                "expected_departure_at": "2027-01-13T07:15:00+01:00", "target_soc_pct": "80",
+                "arrival_soc_pct": "30", "battery_capacity_kwh": "60"}, format="json")
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["energy_requested_kwh"] == "30.000"  # 60 kWh x (80 - 30) %
+        assert body["estimated"] == []
+        assert (body["departure_source"], body["energy_source"]) == ("DRIVER", "DRIVER")
+        assert datetime.fromisoformat(body["expected_departure_at"]) == local(DAY + timedelta(days=1), 7, 15)
+        reoptimise.assert_called_once_with(str(world.cp_north.pk), str(world.voltflex.pk), "driver_targets")
+
+    @pytest.mark.parametrize(("payload", "code", "field"), [
+        ({}, "invalid", "expected_departure_at"),
+        ({"expected_departure_at": "2027-01-12T18:30:00+01:00"}, "departure_in_past", "expected_departure_at"),
+        ({"expected_departure_at": "2027-01-13T07:00:00"}, "naive", "expected_departure_at"),
+        ({"target_soc_pct": "80"}, "soc_incomplete", "target_soc_pct"),
+        ({"target_soc_pct": "80", "energy_requested_kwh": "10", "arrival_soc_pct": "20",
+          "battery_capacity_kwh": "50"}, "energy_twice", "target_soc_pct"),
+        ({"target_soc_pct": "101"}, "max_value", "target_soc_pct"),
+    ])
+    def test_bad_targets_get_a_clear_code(self, voltflex, evening_session, payload, code, field):
+        with patch("common.time.now", return_value=local(DAY, 19)):
+            response = voltflex.post(f"{API}/sessions/{evening_session.pk}/targets/", payload, format="json")
+        assert error(response) == (400, code, field)
+        evening_session.refresh_from_db()
+        assert evening_session.energy_requested_kwh == Decimal("20.000")
+
+    def test_a_smaller_energy_caps_the_drivers_minimum(self, voltflex, evening_session):
+        driver = evening_session.driver
+        driver.min_energy_kwh, driver.min_energy_by_time = Decimal("15"), time(6)
+        driver.save()
+        with patch("common.time.now", return_value=local(DAY, 19)):
+            response = voltflex.post(f"{API}/sessions/{evening_session.pk}/targets/", {"energy_requested_kwh": "8"},
+                                     format="json")
+        assert response.status_code == 200
+        assert response.json()["min_energy_kwh"] == "8.000"
+
+    def test_another_aggregator_gets_404(self, chargeco, evening_session):
+        response = chargeco.post(f"{API}/sessions/{evening_session.pk}/targets/", {"energy_requested_kwh": "5"},
+                                 format="json")
+        assert response.status_code == 404
