@@ -519,6 +519,19 @@ def _revise(*, dso: Participant, aggregator: Participant, period_start: date, pe
     waiting = {ref: why for ref, why in computation.waiting.items() if ref in order_refs}
     with transaction.atomic():
         previous = _current_version(dso=dso, aggregator=aggregator, period_start=period_start, period_end=period_end)
+        # An order is paid through one statement series only: one already in the current version of a statement
+        # for another period (e.g. issued by hand for a single day) is left to that statement.
+        elsewhere = dict(
+            OrderSettlement.objects.filter(
+                statement__status=Statement.Status.ISSUED, statement__dso=dso, statement__aggregator=aggregator,
+                flex_order_id__in=[pk for pk, item in computation.settled.items()
+                                   if item.order.order_reference in order_refs],
+            ).exclude(statement__period_start=period_start, statement__period_end=period_end)
+            .values_list("flex_order__order_reference", "statement__period_start")
+        )
+        for reference, other_start in elsewhere.items():
+            waiting[reference] = f"Settled in the statement starting {other_start.isoformat()}."
+        order_refs = order_refs - set(elsewhere)
         current_hashes = dict(
             OrderSettlement.objects.filter(statement=previous).values_list("flex_order_id", "content_sha256")
         ) if previous else {}

@@ -121,3 +121,19 @@ def test_waiting_orders_are_listed_by_the_command(world: World, tomorrow: date) 
     assert "0 statement versions issued, 0 orders settled, 1 waiting" in out.getvalue()
     assert f"{order.order_reference} waits: Meter data incomplete" in out.getvalue()
     assert Statement.objects.count() == 0
+
+
+def test_an_order_is_paid_through_one_statement_only(world: World, tomorrow: date) -> None:
+    from settlement.services import settle_day, statement_issue
+
+    isps = order_isps(tomorrow)
+    order = place_order(world, tomorrow, isps=isps)
+    meter_flat(world.voltflex_connections, tomorrow, isps, "4.000")
+    by_hand = statement_issue(dso=world.gridco, aggregator=world.voltflex, period_start=tomorrow, period_end=tomorrow)
+    assert by_hand.issued
+
+    [nightly] = settle_day(period=tomorrow)  # the monthly statement must not pay it again
+
+    assert (nightly.statement, nightly.settled_orders) == (None, 0)
+    assert nightly.waiting_orders == {order.order_reference: f"Settled in the statement starting {tomorrow}."}
+    assert OrderSettlement.objects.filter(statement__status="issued").count() == 1
