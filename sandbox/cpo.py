@@ -329,7 +329,7 @@ def sessions(request: HttpRequest) -> HttpResponse:
     page = page_request(request, max_limit=SESSIONS_PAGE_LIMIT)
     rows = ChargingSession.objects.filter(
         charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client)).select_related(
-        "charge_point__cpo").order_by("updated_at", "id")
+        "charge_point__cpo").order_by("arrival_at", "id")  # stable while last_updated moves under a crawler
     if page.date_from:
         rows = rows.filter(updated_at__gte=page.date_from)
     if page.date_to:
