@@ -34,6 +34,7 @@ from typing import Any
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import TruncDate
 
 from common import isp as isp_time
 from common import time as clock
@@ -611,17 +612,22 @@ def settle_day(*, period: date, trigger: str = "nightly", reason: str = "") -> l
 
 
 def days_with_late_meter_data(*, up_to: date, lookback_days: int = SETTLEMENT_LOOKBACK_DAYS) -> set[date]:
-    """Settled days for which a reading arrived after their last settlement run (late or corrected data)."""
+    """Settled days for which a reading arrived after their last settlement run (late or corrected data), in
+    one query over the look-back window: the newest reading per market day against that day's last run."""
     last_runs = dict(
         SettlementRun.objects.filter(period__lte=up_to, period__gte=up_to - timedelta(days=lookback_days))
         .values("period").annotate(last=Max("started_at")).values_list("period", "last")
     )
-    late = set()
-    for day, last in last_runs.items():
-        if MeterReading.objects.filter(isp_start__gte=isp_time.day_start(day), isp_start__lt=isp_time.day_end(day),
-                                       received_at__gt=last).exists():
-            late.add(day)
-    return late
+    if not last_runs:
+        return set()
+    newest = (
+        MeterReading.objects.filter(isp_start__gte=isp_time.day_start(min(last_runs)),
+                                    isp_start__lt=isp_time.day_end(max(last_runs)),
+                                    received_at__gt=min(last_runs.values()))
+        .annotate(day=TruncDate("isp_start", tzinfo=isp_time.MARKET_TZ)).values("day")
+        .annotate(newest=Max("received_at")).order_by().values_list("day", "newest")
+    )
+    return {day for day, received in newest if day in last_runs and received > last_runs[day]}
 
 
 def settle_due(*, up_to: date, lookback_days: int = SETTLEMENT_LOOKBACK_DAYS) -> list[StatementIssueResult]:
