@@ -294,3 +294,28 @@ def test_dispatch_on_dst_days_uses_the_elapsed_slots(day: date, slots: int) -> N
     p = result.schedule_kw
     minimum = np.array([[4.14], [1.38]]) * availability(horizon=horizon, sessions=sessions)
     assert np.all((p == 0.0) | (p >= minimum - TOL))
+
+
+@PROPERTY_SETTINGS
+@given(portfolios(v2g=False), st.floats(0.5, 20.0), st.integers(min_value=0, max_value=5))
+def test_the_min_current_repair_keeps_an_order_the_lp_could_deliver(case: dict, ordered_kw: float, first: int) -> None:
+    horizon, sessions = case["horizon"], case["sessions"]
+    window = range(first, min(first + 4, horizon.slots))
+    order = {t: ordered_kw for t in window}
+    baseline = uncontrolled_kw(horizon=horizon, sessions=sessions).sum(axis=0)
+    relaxed = [SessionInput(key=s.key, arrival=s.arrival, departure=s.departure, energy_kwh=s.energy_kwh,
+                            max_power_kw=s.max_power_kw, min_energy_by=s.min_energy_by, flexible=s.flexible)
+               for s in sessions]
+
+    lp = dispatch_optimise(horizon=horizon, sessions=relaxed, ordered_reduction_kw=order, base_load_kw=case["base"])
+    result = dispatch_optimise(horizon=horizon, sessions=sessions, ordered_reduction_kw=order,
+                               base_load_kw=case["base"])
+
+    load = result.schedule_kw.sum(axis=0)
+    gave_way = any("above the limit" in reason for reason in result.shortfall_reason)
+    for t in window:
+        if lp.deficiency_kw[t] == 0.0 and not gave_way:
+            # The relaxed LP met the order in this slot, so the repaired schedule does too.
+            assert baseline[t] - load[t] >= ordered_kw - 1e-5
+    delivered = result.schedule_kw.sum(axis=1) * ISP_HOURS
+    assert np.all(delivered >= deliverable_energy_kwh(horizon=horizon, sessions=sessions) - TOL)
