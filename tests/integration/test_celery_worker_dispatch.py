@@ -115,6 +115,6 @@ def test_a_placed_order_is_dispatched_by_a_real_worker(world, tomorrow, live_ser
     worker_log = log.read_text()
     # The work happened in the worker process, not eagerly in ours.
     assert "aggregator.tasks.dispatch_order_task" in worker_log
-    assert "aggregator.tasks.send_order_commands_task" in worker_log
+    assert "aggregator.tasks.send_commands_task" in worker_log
     assert "sandbox.tasks.post_profile_result_task" in worker_log
     assert settings.CELERY_BROKER_URL

@@ -28,6 +28,7 @@ class FakeCpo:
         self.mode = "ok"
         self.script: list[str] = []
         self.slow_s = 1.0
+        self.apply_delay_s = 0.0  # every call: applied at once, answered this much later (a slow platform)
         self.receipts: Counter[str] = Counter()  # response_url -> PUTs received
         self.applied: Counter[str] = Counter()  # response_url -> times a charger applied it
         self.active: dict[str, str] = {}  # session id -> response_url of the active profile
@@ -63,6 +64,8 @@ class FakeCpo:
                     self.applied[response_url] += 1
         if mode == "timeout":
             time.sleep(self.slow_s)  # applied, but the answer comes too late: the sender is in doubt
+        elif self.apply_delay_s:
+            time.sleep(self.apply_delay_s)
         payload = {"data": {"result": result, "timeout": 30}, "status_code": 1000, "timestamp": "2026-01-01T00:00:00Z"}
         return 200, json.dumps(payload).encode(), "application/json"
 
