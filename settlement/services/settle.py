@@ -479,12 +479,11 @@ def _recompute_from(statement: Statement, order_pk: Any) -> ComputedSettlement:
 
 
 def _apply_override(item: ComputedSettlement, *, isp: int, net: Decimal) -> None:
-    """A dispute accepted with a corrected amount: the line's net becomes that amount (the difference is booked
-    as payment when positive, as penalty relief when the penalty shrinks)."""
+    """A dispute accepted with a corrected amount: the agreed amount replaces the line's net (as payment when it
+    is positive, as penalty when negative); the measured values stay as measured."""
     for line in item.lines:
         if line.isp == isp:
-            difference = net - line.paid_eur
-            line.payment_eur += difference
+            line.payment_eur, line.penalty_eur = (net, Decimal("0.00")) if net >= 0 else (Decimal("0.00"), -net)
             line.paid_eur = net
     settlement = item.settlement
     settlement.payment_eur = sum((line.payment_eur for line in item.lines), Decimal(0))

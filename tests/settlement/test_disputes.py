@@ -145,3 +145,17 @@ def test_the_dso_resolves_in_the_portal(client: Client, world: World, tomorrow: 
     client.force_login(world.otherdso_user)
     assert client.post(reverse("portal:dispute-resolve", args=[dispute["id"]]),
                        {"decision": "reject", "reason": "x"}).status_code == 404
+
+
+def test_a_negative_corrected_amount_is_booked_as_a_penalty(world: World, tomorrow: date, statement: Statement) -> None:
+    second_isp = order_isps(tomorrow)[1]
+    dispute = open_dispute(world, statement, second_isp)
+
+    response = resolve(world, dispute["id"], decision="accept", corrected_amount_eur="-1.50",
+                       reason="Deficiency penalty agreed after all.")
+
+    new = Statement.objects.get(pk=response.json()["resolution_statement"])
+    line = SettlementLine.objects.get(order_settlement__statement=new, isp=second_isp)
+    assert (line.payment_eur, line.penalty_eur, line.paid_eur) == (Decimal("0.00"), Decimal("1.50"), Decimal("-1.50"))
+    assert (new.payment_eur, new.penalty_eur, new.total_eur) == (Decimal("12.00"), Decimal("1.50"), Decimal("10.50"))
+    assert ledger_verify() == (2, None)
