@@ -28,7 +28,8 @@ from common.admin import ReadOnlyAdminMixin, mask_secret
 from common.exceptions import ApplicationError
 
 STAMPS = ("created_at", "updated_at")
-CPO_TOKEN_FIELDS = ("token_for_cpo", "token_from_cpo")
+CPO_TOKEN_FIELDS = ("token_for_cpo", "token_from_cpo", "token_a")
+CPO_READONLY_OCPI = ("registration", "ocpi_version", "ocpi_endpoints", "ocpi_roles", "sessions_synced_until")
 
 
 class ChargePointInline(admin.TabularInline):
@@ -61,13 +62,51 @@ class ChargePointOperatorAdmin(admin.ModelAdmin):
     autocomplete_fields = ("aggregator",)
     inlines = (ChargePointInline,)
 
+    actions = ("issue_token_a", "rotate_credentials", "unregister", "resync_sessions")
+
     def get_exclude(self, request: HttpRequest, obj: ChargePointOperator | None = None) -> tuple[str, ...]:
-        return CPO_TOKEN_FIELDS if obj is not None else ()
+        return CPO_TOKEN_FIELDS if obj is not None else ("token_a",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: ChargePointOperator | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("id", *STAMPS)
-        return ("id", "masked_token_for_cpo", "masked_token_from_cpo", *STAMPS)
+            return ("id", *CPO_READONLY_OCPI, *STAMPS)
+        return ("id", "masked_token_for_cpo", "masked_token_from_cpo", *CPO_READONLY_OCPI, *STAMPS)
+
+    def _each(self, request: HttpRequest, queryset: Any, action: Any, done: str) -> None:
+        for cpo in queryset:
+            try:
+                result = action(cpo)
+            except ApplicationError as exc:
+                self.message_user(request, f"{cpo}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, done.format(cpo=cpo, result=result), messages.SUCCESS)
+
+    @admin.action(description="OCPI: issue a registration token A (shown once)")
+    def issue_token_a(self, request: HttpRequest, queryset: Any) -> None:
+        from aggregator.ocpi import registration
+
+        self._each(request, queryset, lambda cpo: registration.token_a_issue(cpo=cpo, actor=request.user),
+                   "{cpo}: token A {result} - give it with our versions URL to the CPO; it is not shown again.")
+
+    @admin.action(description="OCPI: rotate credentials at the CPO (PUT)")
+    def rotate_credentials(self, request: HttpRequest, queryset: Any) -> None:
+        from aggregator.ocpi import registration
+
+        self._each(request, queryset, lambda cpo: registration.rotate_at_cpo(cpo=cpo, actor=request.user),
+                   "{cpo}: credentials rotated.")
+
+    @admin.action(description="OCPI: unregister at the CPO (DELETE)")
+    def unregister(self, request: HttpRequest, queryset: Any) -> None:
+        from aggregator.ocpi import registration
+
+        self._each(request, queryset, lambda cpo: registration.unregister_at_cpo(cpo=cpo, actor=request.user),
+                   "{cpo}: unregistered.")
+
+    @admin.action(description="OCPI: pull sessions changed since the last sync")
+    def resync_sessions(self, request: HttpRequest, queryset: Any) -> None:
+        from aggregator.ocpi import receivers
+
+        self._each(request, queryset, lambda cpo: receivers.sessions_resync(cpo=cpo), "{cpo}: {result} sessions read.")
 
     @admin.display(description="Token for CPO")
     def masked_token_for_cpo(self, cpo: ChargePointOperator) -> str:
@@ -199,6 +238,21 @@ class ChargingProfileCommandAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("cpo", "session", "flex_order")
     show_full_result_count = False
+    actions = ("retry_commands",)
+
+    @admin.action(description="Re-try the selected dead-lettered / failed / timed-out commands")
+    def retry_commands(self, request: HttpRequest, queryset: Any) -> None:
+        """The dead-letter console: filter by status DEAD_LETTER, select, re-try (a command a newer one replaced is
+        superseded instead of re-sent)."""
+        from aggregator.delivery import commands_retry
+
+        try:
+            result = commands_retry(command_ids=list(queryset.values_list("pk", flat=True)), actor=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"{result['requeued']} re-queued, {result['superseded']} superseded by newer "
+                                   "commands.", messages.SUCCESS)
 
 
 # --- OSCP 2.0 (we are Capacity Provider; CPOs' back-offices are Flexibility Providers) ------------------

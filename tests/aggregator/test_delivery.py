@@ -408,3 +408,22 @@ def test_enqueue_send_splits_into_batches(world, cpo, settings, monkeypatch):
     monkeypatch.setattr(tasks.send_commands_task, "delay", lambda ids: batches.append(ids))
     assert delivery.enqueue_send([str(uuid.uuid4()) for _ in range(5)]) == 3
     assert [len(batch) for batch in batches] == [2, 2, 1]
+
+
+@pytest.mark.django_db
+def test_the_admin_console_lists_dead_letters_and_retries_them(world, cpo, admin_client, monkeypatch,
+                                                               django_capture_on_commit_callbacks):
+    ids = put(new_commands(sessions_at(world, cpo, 2)), monkeypatch)
+    Command.objects.filter(pk__in=ids).update(status=Status.DEAD_LETTER, attempts=12, last_error="HTTP 503")
+    listing = admin_client.get("/admin/aggregator/chargingprofilecommand/", {"status__exact": "DEAD_LETTER"})
+    assert listing.status_code == 200
+    assert all(command_id in listing.content.decode() for command_id in ids)
+    queued: list[list[str]] = []
+    monkeypatch.setattr(delivery, "enqueue_send", lambda batch, **kw: queued.append(list(batch)))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/admin/aggregator/chargingprofilecommand/",
+                                     {"action": "retry_commands", "_selected_action": ids}, follow=True)
+    assert "2 re-queued" in response.content.decode()
+    assert statuses(ids) == {Status.PENDING: 2}
+    assert set(Command.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {0}
+    assert sorted(queued[0]) == sorted(ids)
