@@ -86,7 +86,7 @@ def enqueue_send(command_ids: Sequence[str], *, countdown_s: float | None = None
     tasks = 0
     for batch in _chunks(list(command_ids), settings.DISPATCH_BATCH_SIZE):
         if countdown_s:
-            send_commands_task.apply_async(args=[list(batch)], countdown=countdown_s)
+            send_commands_task.apply_async(args=(list(batch),), countdown=countdown_s)
         else:
             send_commands_task.delay(list(batch))
         tasks += 1
@@ -230,10 +230,11 @@ def _record(outcomes: Sequence[Outcome]) -> dict[str, int]:
         release: dict[str, Any] = {"lease_id": None, "lease_until": None, "updated_at": now}
         if outcome.error is not None:
             error = outcome.error
+            extra: dict[str, Any] = {}
             if error.permanent:
-                status, extra = Status.FAILED, {}
+                status = Status.FAILED
             elif command.attempts >= settings.DISPATCH_MAX_ATTEMPTS:
-                status, extra = Status.DEAD_LETTER, {}
+                status = Status.DEAD_LETTER
             else:
                 status = Status.PENDING
                 extra = {"next_attempt_at": now + timedelta(seconds=backoff_delay_s(command.attempts))}
@@ -372,7 +373,8 @@ def commands_retry(*, command_ids: Sequence[str | uuid.UUID], actor: Any = None,
     A command that a newer one for the same session has since replaced is SUPERSEDED instead: re-sending it
     would overwrite the newer profile at the charger.
     """
-    requeued, superseded = [], []
+    requeued: list[str] = []
+    superseded: list[str] = []
     for command in Command.objects.select_for_update().filter(pk__in=list(command_ids)).order_by("created_at"):
         if command.status not in RETRYABLE_FINAL:
             raise TransitionError(f"Command {command.pk} is {command.status}; only {', '.join(RETRYABLE_FINAL)} "

@@ -12,7 +12,8 @@ from common.models import PublicIdModel
 from market.models import Participant
 
 # OCPI credentials tokens: up to 64 printable non-whitespace ASCII characters (OCPI-BRIEF 2.1).
-TOKEN_VALIDATORS = [MaxLengthValidator(64), RegexValidator(r"^[\x21-\x7e]+$", "Printable ASCII without spaces.")]
+TOKEN_VALIDATORS: list[Any] = [MaxLengthValidator(64),
+                               RegexValidator(r"^[\x21-\x7e]+$", "Printable ASCII without spaces.")]
 
 
 class DispatchMode(models.TextChoices):

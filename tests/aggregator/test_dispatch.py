@@ -4,11 +4,10 @@ HTTP against the sandbox CPO."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import json
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal

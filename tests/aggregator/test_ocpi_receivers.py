@@ -67,7 +67,7 @@ def pending_cpo(world, settings) -> tuple[ChargePointOperator, str]:
     return cpo, registration.token_a_issue(cpo=cpo)
 
 
-def credentials_body(server: StubServer, token_b: str = "token-b-from-cpo") -> dict:
+def credentials_body(server: StubServer, token_b: str = "token-b-from-cpo") -> dict:  # noqa: S107
     return {"token": token_b, "url": server.url("/cpo/versions"),
             "roles": [{"role": "CPO", "party_id": "CPX", "country_code": "NL",
                        "business_details": {"name": "CPX Charging"}}]}

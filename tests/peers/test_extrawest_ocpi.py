@@ -50,8 +50,8 @@ def _peer_python() -> Path:
     if marker.exists():
         return python
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_DIR)], check=True)
-    completed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES],
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_DIR)], check=True)  # noqa: S603
+    completed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES],  # noqa: S603
                                capture_output=True, text=True, timeout=600)
     if completed.returncode != 0:
         pytest.skip(f"could not pip install {' '.join(PEER_PACKAGES)} into {PEER_DIR}: "
