@@ -5,7 +5,7 @@ steered gets a share pro rata to its delivered kWh shift: per ordered ISP, how f
 from what it would have drawn uncontrolled, in the ordered direction (max(0, s x (scheduled - uncontrolled)),
 s = -1 for a reduction), times this order's share of the flex ordered on that ISP. Shares are rounded to cents
 by the largest-remainder method, so the rewards add up to the order's revenue exactly. A net of zero or less
-(penalties) allocates nothing: drivers are never charged.
+(penalties) allocates nothing (the shift is still recorded, with reward 0): drivers are never charged.
 """
 
 from __future__ import annotations
@@ -75,9 +75,8 @@ def shifted_kwh(profile: SessionProfile, shares: dict[int, tuple[int, Decimal]])
 def rewards_allocate(*, settlements: Sequence[OrderSettlement]) -> list[SessionReward]:
     """Create the SessionReward rows of freshly saved order settlements (a few queries per market day, whatever
     the number of orders)."""
-    paying = [s for s in settlements if s.total_eur > 0]
     by_day: dict[Any, list[OrderSettlement]] = defaultdict(list)
-    for settlement in paying:
+    for settlement in settlements:  # a net <= 0 still records the shift (reward 0) for the driver report
         by_day[settlement.flex_order.period].append(settlement)
     rewards: list[SessionReward] = []
     for period, day_settlements in by_day.items():

@@ -152,3 +152,18 @@ def test_the_report_is_the_aggregators_and_needs_a_month(world: World, tomorrow:
         assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_month")
     other_month = (tomorrow.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
     assert api_client_for(world.voltflex_user).get(SESSIONS_URL, {"month": other_month}).json() == []
+
+
+def test_an_order_that_earned_nothing_records_the_shift_without_a_reward(world: World, tomorrow: date, fleet) -> None:
+    from tests.settlement.test_settle import meter_flat, place_order
+
+    isps = order_isps(tomorrow)
+    place_order(world, tomorrow, isps=isps)
+    meter_flat(world.voltflex_connections, tomorrow, isps, "5.000")  # 60 kW: the baseline, nothing delivered
+    statement = statement_issue(dso=world.gridco, aggregator=world.voltflex, period_start=tomorrow,
+                                period_end=tomorrow).statement
+
+    assert statement.total_eur == Decimal("0.00")
+    rewards = {r.session_id: (r.shifted_kwh, r.reward_eur) for r in SessionReward.objects.all()}
+    assert rewards == {fleet["a"].pk: (Decimal("11.000"), Decimal("0.00")),
+                       fleet["b"].pk: (Decimal("5.500"), Decimal("0.00"))}
