@@ -261,7 +261,7 @@ def _enqueue_reoptimise(congestion_point_id: str, aggregator_id: str, reason: st
 class ReoptimiseSummary:
     congestion_point_id: str
     reason: str
-    start: str  # ISO start of the first re-planned slot (the current ISP)
+    start: str  # ISO start of the first re-planned slot (the next ISP boundary)
     sessions_scheduled: int
     schedules_written: int
     commands_created: int
