@@ -317,3 +317,18 @@ class TestDstDay:
         assert schedule.slot_power_w == [3_700] * 16
         assert summary.shortfall_kwh == 0
         assert schedule.planned_energy_kwh == Decimal("14.800")
+
+    def test_the_missing_spring_hour_is_not_charging_time(self, world):
+        """01:30 CET to 04:30 CEST is 2 elapsed hours (02:00-03:00 does not exist): 8 slots, not 12."""
+        cpo = ChargePointOperatorFactory(aggregator=world.voltflex)
+        point = ChargePointFactory(cpo=cpo, connection=world.voltflex_connections[0], max_power_w=3_700)
+        spring = date(2027, 3, 28)
+        arrival, departure = local(spring, 1, 30), local(spring, 4, 30)
+        session = ChargingSessionFactory(charge_point=point, arrival_at=arrival, expected_departure_at=departure,
+                                         departure_source=ChargingSession.Source.MEASURED,
+                                         energy_requested_kwh=Decimal("10"), max_power_w=3_700, flex_opt_out=True)
+        with at(arrival):
+            summary = services.congestion_point_reoptimise(aggregator=world.voltflex,
+                                                           congestion_point=world.cp_north, reason="arrival")
+        assert current(session).slot_power_w == [3_700] * 8
+        assert summary.shortfall_kwh == pytest.approx(10 - 7.4)  # the car cannot get 10 kWh in 2 h
