@@ -78,21 +78,31 @@ def async_outbox_fixture(monkeypatch):
     """Send outbox messages from a background thread shortly after commit, as a Celery worker would, instead of
     eagerly inside the request that queued them (pyoscp deadlocks on an answer that arrives before its 204)."""
     import threading
+    import time
 
     from django.db import connections
 
     from aggregator.oscp import services as oscp_services
 
-    threads: list[threading.Thread] = []
+    class Outbox(list):
+        """The sender threads; set `ready` to a callable that returns True once sending may start."""
+
+        ready = staticmethod(lambda: True)
+
+    threads = Outbox()
 
     def send_later(message_id: str) -> None:
         def run() -> None:
             try:
+                for _ in range(120):  # the worker's "queue latency": until the peer is ready (at most ~60 s)
+                    if threads.ready():
+                        break
+                    time.sleep(0.5)
                 oscp_services.message_send(message_id=message_id)
             finally:
                 connections.close_all()
 
-        timer = threading.Timer(1.0, run)
+        timer = threading.Timer(0.5, run)
         timer.daemon = True
         threads.append(timer)
         timer.start()
@@ -100,7 +110,7 @@ def async_outbox_fixture(monkeypatch):
     monkeypatch.setattr(oscp_services, "_enqueue_send", send_later)
     yield threads
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=90)
 
 
 def make_peer(world, *, base_url: str = "http://127.0.0.1:9/oscp/fp/2.0", mode: str = DispatchMode.OSCP,

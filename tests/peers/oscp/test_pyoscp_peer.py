@@ -188,6 +188,9 @@ def test_pyoscp_registers_at_us_and_we_answer_and_handshake(world, cp, pyoscp_fp
     OscpPeer.objects.filter(pk=peer.pk).update(registration_status=OscpPeer.Registration.NEW, token_for_peer="",
                                                token_from_peer_digest="")
     token_a = oscp_services.peer_initial_token_issue(peer=peer)
+    # Our answer waits until pyoscp's background job has written back its own registration state (gap 5).
+    async_outbox.ready = lambda: pyoscp_fp.state()["endpoints"].get("pyoscp-token-for-us", {}).get(
+        "should_register") is False
     # pyoscp's background job registers at us with our token A, carrying its token for us.
     pyoscp_fp.seed(token="pyoscp-token-for-us", cp_token=token_a, cp_base_url=f"{cp}/oscp/cp/2.0",
                    should_register=True)
