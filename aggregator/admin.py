@@ -12,7 +12,16 @@ from django.contrib import admin, messages
 from django.db import models
 from django.http import HttpRequest
 
-from aggregator.models import ChargePoint, ChargePointOperator, ChargingProfileCommand, ChargingSession, SessionSchedule
+from aggregator.models import (
+    ChargePoint,
+    ChargePointOperator,
+    ChargingProfileCommand,
+    ChargingSession,
+    OcpiEvse,
+    OcpiLocation,
+    OcpiSession,
+    SessionSchedule,
+)
 from aggregator.models.drivers import Driver, DriverToken
 from aggregator.models.oscp import (
     CapacityAdjustment,
@@ -253,6 +262,56 @@ class ChargingProfileCommandAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return
         self.message_user(request, f"{result['requeued']} re-queued, {result['superseded']} superseded by newer "
                                    "commands.", messages.SUCCESS)
+
+
+# --- OCPI objects as the CPOs sent them ---------------------------------------------------------------
+
+
+class OcpiEvseInline(admin.TabularInline):
+    model = OcpiEvse
+    fields = ("evse_uid", "status", "max_power_w", "phases", "profiles_supported", "charge_point")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(OcpiLocation)
+class OcpiLocationAdmin(admin.ModelAdmin):
+    """The one thing an operator sets here: the grid connection a location hangs off (its EVSEs then join the
+    portfolio as charge points on the next push or resync)."""
+
+    list_display = ("location_id", "name", "cpo", "connection", "last_updated")
+    list_filter = (("cpo", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("location_id", "name", "=connection__ean")
+    list_select_related = ("cpo", "connection")
+    raw_id_fields = ("connection",)
+    readonly_fields = ("cpo", "location_id", "name", "data", "last_updated", *STAMPS)
+    inlines = (OcpiEvseInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # locations come from the CPO
+
+
+@admin.register(OcpiEvse)
+class OcpiEvseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("evse_uid", "cpo", "location", "status", "max_power_w", "phases", "profiles_supported")
+    list_filter = ("status", "profiles_supported", ("cpo", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("evse_uid",)
+    list_select_related = ("cpo", "location")
+
+
+@admin.register(OcpiSession)
+class OcpiSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("session_id", "cpo", "status", "evse_uid", "kwh", "start_date_time", "last_updated")
+    list_filter = ("status", ("cpo", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("session_id", "evse_uid")
+    date_hierarchy = "start_date_time"
+    list_select_related = ("cpo",)
+    show_full_result_count = False
 
 
 # --- OSCP 2.0 (we are Capacity Provider; CPOs' back-offices are Flexibility Providers) ------------------

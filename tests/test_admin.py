@@ -176,6 +176,14 @@ def console(world, tomorrow: date) -> Console:
         planned_energy_kwh=Decimal("5.500"),
     )
     ChargingProfileCommand.objects.create(cpo=cpo, session=session, schedule=schedule, flex_order=order)
+    from aggregator.models import OcpiEvse, OcpiLocation, OcpiSession
+
+    ocpi_location = OcpiLocation.objects.create(cpo=cpo, location_id="LOC1", name="Depot", last_updated=now(),
+                                                data={"id": "LOC1", "evses": []})
+    OcpiEvse.objects.create(cpo=cpo, location=ocpi_location, evse_uid="EVSE-1", max_power_w=11_000, phases=3,
+                            last_updated=now())
+    OcpiSession.objects.create(cpo=cpo, session_id="OCPI-1", country_code="NL", party_id="CPX", status="ACTIVE",
+                               location_id="LOC1", evse_uid="EVSE-1", start_date_time=now(), last_updated=now())
 
     MeterReading.objects.create(
         connection=world.voltflex_connections[0],
