@@ -105,7 +105,7 @@ def ocpi_view(*, methods: Sequence[str], functional: bool, allow_token_a: bool =
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-            logger.info("OCPI %s %s request-id=%s correlation-id=%s", request.method, request.path,
+            logger.debug("OCPI %s %s request-id=%s correlation-id=%s", request.method, request.path,
                         request.headers.get("X-Request-ID", "-"), request.headers.get("X-Correlation-ID", "-"))
             if request.method not in methods:
                 response = ocpi_response(request, envelope(status_code=CLIENT_ERROR,
