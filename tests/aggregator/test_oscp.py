@@ -172,9 +172,13 @@ def place_order(world, day: date, group, capture) -> FlexOrder:
         return market_services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
 
 
-@pytest.mark.parametrize("mode, ocpi_commands", [(DispatchMode.OSCP, False), (DispatchMode.OCPI_OSCP, True)])
+@pytest.mark.parametrize("mode, ocpi_commands, dst_day", [
+    (DispatchMode.OSCP, False, None), (DispatchMode.OCPI_OSCP, True, None),
+    (DispatchMode.OSCP, False, date(2027, 10, 31)), (DispatchMode.OSCP, False, date(2027, 3, 28)),
+], ids=["oscp", "ocpi+oscp", "autumn-dst-100-isps", "spring-dst-92-isps"])
 def test_a_dispatched_order_sends_the_group_what_its_schedules_allow_in_ordered_isps(
-        world, tomorrow, django_capture_on_commit_callbacks, mode, ocpi_commands):
+        world, tomorrow, django_capture_on_commit_callbacks, mode, ocpi_commands, dst_day):
+    tomorrow = dst_day or tomorrow
     peer = make_peer(world, mode=mode)
     group = make_group(world, peer, peak="30", offpeak="150")
     order = place_order(world, tomorrow, group, django_capture_on_commit_callbacks)
@@ -184,6 +188,7 @@ def test_a_dispatched_order_sends_the_group_what_its_schedules_allow_in_ordered_
     (consumption,) = forecasts(group)
     assert consumption.flex_order_id == order.pk
     per_isp = blocks_per_isp(consumption.body)
+    assert len(per_isp) == isp_time.isp_count(tomorrow)  # the whole day ahead: 96, or 100 / 92 on DST days
     schedules = list(SessionSchedule.objects.filter(is_current=True, session__charge_point__capacity_groups=group))
     assert len(schedules) == 3
     ordered = {row.isp for row in order.isps.all() if row.power_w < 0}
