@@ -690,3 +690,38 @@ def test_a_token_rotation_switches_tokens_once_delivered_and_no_token_stays_in_t
     message.refresh_from_db()
     assert message.status == Status.SENT and new_token not in json.dumps(message.body)
     assert message.body["token"] == oscp_services.SCRUBBED
+
+
+def test_the_day_ahead_task_publishes_tomorrow_for_peers_in_handshake_only(world, django_capture_on_commit_callbacks):
+    from aggregator.oscp.tasks import oscp_day_ahead_forecasts_task
+
+    day = date(2026, 3, 2)
+    ready = make_group(world, make_peer(world))
+    make_group(world, make_peer(world, handshake=OscpPeer.Handshake.SENT), group_id="not-yet")
+    with at(day_before(day)), django_capture_on_commit_callbacks(execute=False):
+        assert oscp_day_ahead_forecasts_task() == 2  # CONSUMPTION + FALLBACK for the one ready group
+    assert {m.group_id for m in Message.objects.all()} == {ready.pk}
+    assert min(blocks_per_isp(forecasts(ready)[0].body)) == isp_time.day_start(day)
+
+
+def test_the_admin_issues_token_a_once_and_registers_at_a_peer(world, admin_client, fp_stub,
+                                                               django_capture_on_commit_callbacks):
+    fp_stub.respond("/fp/register", status=204)
+    peer = make_peer(world, base_url=fp_stub.url("/fp"), handshake=OscpPeer.Handshake.NONE)
+    OscpPeer.objects.filter(pk=peer.pk).update(registration_status=OscpPeer.Registration.NEW)
+    changelist = reverse("admin:aggregator_oscppeer_changelist")
+    response = admin_client.post(changelist, {"action": "issue_registration_token", "_selected_action": [peer.pk]},
+                                 follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    token_a = shown[0].rsplit(": ", 1)[-1]
+    peer.refresh_from_db()
+    assert peer.initial_token_digest == token_digest(token_a) and token_a not in str(peer.__dict__)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(changelist, {"action": "register_at_peer", "_selected_action": [peer.pk]})
+    (register,) = fp_stub.requests_to("/fp/register")
+    assert register.headers["authorization"] == f"Token {TOKEN_FOR_PEER}"  # the token the peer gave us
+    peer.refresh_from_db()
+    assert peer.registration_status == OscpPeer.Registration.REGISTER_SENT
+    assert peer.token_from_peer_digest == token_digest(register.json()["token"])
+    page = admin_client.get(reverse("admin:aggregator_oscppeer_change", args=[peer.pk]))
+    assert page.status_code == 200 and TOKEN_FOR_PEER.encode() not in page.content  # masked
