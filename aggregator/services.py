@@ -149,8 +149,11 @@ def flex_order_dispatch(*, flex_order: FlexOrder) -> DispatchSummary:
     answered_request = order.flex_offer.flex_request if order.flex_offer is not None else None
     if answered_request is not None:
         _, bands = portfolio.request_caps_and_bands(snapshot, answered_request)
+    # The point's physical limit holds in every slot of the horizon, not only in the ordered window: no rebound peak.
+    point_capacity = order.congestion_point.capacity_kw
     result = dispatch_optimise(horizon=snapshot.horizon, sessions=snapshot.inputs,
-                               ordered_reduction_kw=ordered_kw, base_load_kw=snapshot.base_load_kw, bands=bands)
+                               ordered_reduction_kw=ordered_kw, base_load_kw=snapshot.base_load_kw, bands=bands,
+                               capacity_kw=float(point_capacity) if point_capacity is not None else None)
 
     session_ids = [session.pk for session in snapshot.sessions]
     SessionSchedule.objects.filter(session_id__in=session_ids, is_current=True).update(is_current=False)

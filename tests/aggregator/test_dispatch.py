@@ -690,3 +690,22 @@ class TestDispatchOverHttp:
         assert commands.pop(gone.cpo_session_id).status == Status.UNKNOWN_SESSION
         assert {command.status for command in commands.values()} == {Status.RESULT_ACCEPTED}
         assert not SandboxChargingProfile.objects.filter(session_id=gone.cpo_session_id, is_active=True).exists()
+
+
+@pytest.mark.django_db
+def test_dispatch_keeps_the_points_capacity_in_every_slot_not_only_the_ordered_ones(
+        world, tomorrow, django_capture_on_commit_callbacks):
+    placed = place_order(world, tomorrow, django_capture_on_commit_callbacks)
+    snapshot = placed.snapshot
+    uncontrolled_total = snapshot.uncontrolled_kw.sum(axis=0) + snapshot.base_load_kw
+    # Well below the uncontrolled evening peak, yet above what the cars need spread over the night.
+    capacity_kw = float(snapshot.base_load_kw.max()) + 9.0
+    assert uncontrolled_total.max() > capacity_kw + 5
+    world.cp_north.capacity_kw = Decimal(str(round(capacity_kw, 1)))
+    world.cp_north.save(update_fields=["capacity_kw"])
+    placed.order.congestion_point.refresh_from_db()
+
+    flex_order_dispatch(flex_order=placed.order)
+    planned_kw = planned_w_by_slot(SessionSchedule.objects.filter(flex_order=placed.order)) / 1000
+    load_kw = planned_kw + snapshot.base_load_kw[: planned_kw.size]
+    assert load_kw.max() <= float(world.cp_north.capacity_kw) + 0.05
