@@ -725,3 +725,14 @@ def test_the_admin_issues_token_a_once_and_registers_at_a_peer(world, admin_clie
     assert peer.token_from_peer_digest == token_digest(register.json()["token"])
     page = admin_client.get(reverse("admin:aggregator_oscppeer_change", args=[peer.pk]))
     assert page.status_code == 200 and TOKEN_FOR_PEER.encode() not in page.content  # masked
+
+
+@pytest.mark.parametrize("task", ["oscp_message_send_task", "oscp_outbox_sweep_task", "oscp_heartbeats_task",
+                                  "oscp_day_ahead_forecasts_task"])
+def test_oscp_tasks_are_registered_and_routed_to_the_dispatch_queue(task):
+    from config.celery import app
+
+    name = f"aggregator.oscp.tasks.{task}"
+    app.loader.import_default_modules()
+    assert name in app.tasks
+    assert app.amqp.router.route({}, name)["queue"].name == "dispatch"
