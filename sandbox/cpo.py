@@ -103,6 +103,7 @@ def reset() -> None:
     with _lock:
         _config = None
         _stats.clear()
+        _session_pks.clear()
 
 
 def _count(key: str, amount: int = 1) -> None:
@@ -172,14 +173,26 @@ def _valid_profile(body: Any) -> str | None:
     return None
 
 
+_session_pks: dict[int, dict[str, Any]] = {}  # client id -> {cpo_session_id: ChargingSession pk}
+
+
 def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
-    sessions = ChargingSession.objects.filter(
-        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client),
-        status__in=[ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE],
-    )
-    # OCPI ids are CiString (case-insensitive): the exact spelling first (indexed), then any case.
-    return sessions.filter(cpo_session_id=session_id).exists() or sessions.filter(
-        cpo_session_id__iexact=session_id).exists()
+    """Is this one of the client's open sessions? The id -> row map is loaded once per client (ChargingSession has
+    no index on the session id alone) and reloaded on a miss; the status is read fresh from the row every time."""
+    open_statuses = [ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE]
+    ours = ChargingSession.objects.filter(
+        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client))
+    with _lock:
+        known = _session_pks.get(client.pk)
+    if known is None or session_id not in known:
+        known = dict(ours.values_list("cpo_session_id", "pk"))
+        with _lock:
+            _session_pks[client.pk] = known
+    pk = known.get(session_id)
+    if pk is not None:
+        return ChargingSession.objects.filter(pk=pk, status__in=open_statuses).exists()
+    # OCPI ids are CiString (case-insensitive).
+    return ours.filter(cpo_session_id__iexact=session_id, status__in=open_statuses).exists()
 
 
 @csrf_exempt
