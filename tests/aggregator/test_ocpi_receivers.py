@@ -374,3 +374,33 @@ def test_pagination_server_and_client_resync_after_an_outage(world, live_server,
     fresh = copy.deepcopy(ours.sessions_synced_until)
     assert receivers.sessions_resync(cpo=ours) >= 1  # from the newest last_updated seen (inclusive)
     assert ours.sessions_synced_until == fresh
+
+
+@pytest.mark.django_db
+def test_we_rotate_our_credentials_at_the_cpo(world, cpo_platform, settings):
+    settings.PUBLIC_BASE_URL = "https://agg.example"
+    cpo = ChargePointOperatorFactory(aggregator=world.voltflex, country_code="NL", party_id="CPX",
+                                     token_for_cpo="old-token-c", token_from_cpo="old-token-b",
+                                     versions_url=cpo_platform.url("/cpo/versions"))
+    cpo_platform.respond("/cpo/2.2.1/credentials", method="PUT", json=envelope(
+        {"token": "new-token-c", "url": cpo_platform.url("/cpo/versions"),
+         "roles": [{"role": "CPO", "party_id": "CPX", "country_code": "NL"}]}))
+    rotated = registration.rotate_at_cpo(cpo=cpo)
+    assert rotated.token_for_cpo == "new-token-c"
+    assert rotated.token_from_cpo not in ("", "old-token-b")
+    [put] = cpo_platform.requests_to("/cpo/2.2.1/credentials")
+    assert put.method == "PUT"
+    assert put.headers["authorization"] == token_header("old-token-c")
+    assert put.json()["token"] == rotated.token_from_cpo
+    assert put.json()["url"] == "https://agg.example/ocpi/versions"
+
+
+@pytest.mark.django_db
+def test_a_refused_rotation_keeps_the_old_tokens_working(world, cpo_platform, settings):
+    cpo = ChargePointOperatorFactory(aggregator=world.voltflex, token_for_cpo="old-token-c",
+                                     token_from_cpo="old-token-b", versions_url=cpo_platform.url("/cpo/versions"))
+    cpo_platform.respond("/cpo/2.2.1/credentials", method="PUT", status=500, body="down")
+    with pytest.raises(Exception, match="PUT credentials"):
+        registration.rotate_at_cpo(cpo=cpo)
+    cpo.refresh_from_db()
+    assert (cpo.token_for_cpo, cpo.token_from_cpo) == ("old-token-c", "old-token-b")
