@@ -48,6 +48,7 @@ Status = ChargingProfileCommand.Status
 SQL_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 RETRYABLE_FINAL = (Status.DEAD_LETTER, Status.FAILED, Status.TIMED_OUT)
 ACTIVE_PROFILE_DURATION_S = 3600
+PROFILE_CHANGING = (ChargingProfileCommand.Kind.SET, ChargingProfileCommand.Kind.CLEAR)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -65,12 +66,14 @@ def outbox_put(commands: Sequence[Command]) -> list[Command]:
         return []
     now = clock.now()
     with transaction.atomic():
-        session_ids = sorted({command.session_id for command in commands})
+        # A new SET or CLEAR replaces what the charger should do; a GET (read the active profile) replaces nothing.
+        session_ids = sorted({command.session_id for command in commands if command.kind in PROFILE_CHANGING})
         new_ids = [command.pk for command in commands]
         superseded = 0
         for chunk in _chunks(session_ids, SQL_CHUNK):
-            superseded += Command.objects.filter(session_id__in=chunk, status=Status.PENDING).exclude(
-                pk__in=new_ids).update(status=Status.SUPERSEDED, next_attempt_at=None, updated_at=now)
+            superseded += Command.objects.filter(session_id__in=chunk, status=Status.PENDING,
+                                                 kind__in=PROFILE_CHANGING).exclude(pk__in=new_ids).update(
+                status=Status.SUPERSEDED, next_attempt_at=None, updated_at=now)
         created = Command.objects.bulk_create(commands, batch_size=1000)
         ids = [str(command.pk) for command in created]
         transaction.on_commit(lambda: enqueue_send(ids))
@@ -174,9 +177,10 @@ def _profiles_unsupported(command: Command) -> bool:
 
 def _newer_in_flight(commands: Sequence[Command]) -> set[uuid.UUID]:
     """Commands of ours that a newer command for the same session has overtaken (sent or being sent)."""
-    by_session = {command.session_id: command for command in commands}
+    by_session = {command.session_id: command for command in commands if command.kind in PROFILE_CHANGING}
     newer = Command.objects.filter(
         session_id__in=list(by_session), status__in=[Status.SENDING, Status.ACCEPTED, Status.RESULT_ACCEPTED],
+        kind__in=PROFILE_CHANGING,
     ).exclude(pk__in=[command.pk for command in commands]).values_list("session_id", "created_at")
     return {by_session[session_id].pk for session_id, created_at in newer
             if created_at > by_session[session_id].created_at}
@@ -380,7 +384,8 @@ def commands_retry(*, command_ids: Sequence[str | uuid.UUID], actor: Any = None,
             raise TransitionError(f"Command {command.pk} is {command.status}; only {', '.join(RETRYABLE_FINAL)} "
                                   "commands can be re-tried.")
         before = {"status": command.status, "attempts": command.attempts}
-        newer = Command.objects.filter(session_id=command.session_id, created_at__gt=command.created_at).exclude(
+        newer = command.kind in PROFILE_CHANGING and Command.objects.filter(
+            session_id=command.session_id, created_at__gt=command.created_at, kind__in=PROFILE_CHANGING).exclude(
             status=Status.SUPERSEDED).exists()
         command.status = Status.SUPERSEDED if newer else Status.PENDING
         command.attempts = command.attempts if newer else 0

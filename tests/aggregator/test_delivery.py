@@ -427,3 +427,16 @@ def test_the_admin_console_lists_dead_letters_and_retries_them(world, cpo, admin
     assert statuses(ids) == {Status.PENDING: 2}
     assert set(Command.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {0}
     assert sorted(queued[0]) == sorted(ids)
+
+
+@pytest.mark.django_db
+def test_reading_the_active_profile_does_not_supersede_a_pending_set(world, cpo, monkeypatch):
+    sessions = sessions_at(world, cpo, 1)
+    [pending_set] = put(new_commands(sessions), monkeypatch)
+    get = Command(kind=Command.Kind.GET, cpo=cpo, session=sessions[0], request_body={"duration": 900})
+    put([get], monkeypatch)
+    assert Command.objects.get(pk=pending_set).status == Status.PENDING
+    clear = Command(kind=Command.Kind.CLEAR, cpo=cpo, session=sessions[0])
+    put([clear], monkeypatch)
+    assert Command.objects.get(pk=pending_set).status == Status.SUPERSEDED
+    assert Command.objects.get(pk=get.pk).status == Status.PENDING
