@@ -225,3 +225,18 @@ def test_unregister_at_the_peer(registered, peer):
     assert cpo.registration == ChargePointOperator.Registration.UNREGISTERED
     assert (cpo.token_for_cpo, cpo.token_from_cpo) == ("", "")
     assert peer_state(peer)["client"] is None
+
+
+def test_the_management_command_registers_at_the_peer(world, peer, live_server, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PUBLIC_BASE_URL = live_server.url
+    cpo = ChargePointOperatorFactory(aggregator=world.voltflex, country_code="NL", party_id="EXW", token_for_cpo="",
+                                     token_from_cpo="", registration=ChargePointOperator.Registration.UNREGISTERED)
+    out = StringIO()
+    call_command("ocpi_register", str(cpo.pk), f"{peer}/ocpi/versions", TOKEN_A, stdout=out)
+    assert "modules chargingprofiles, credentials, locations, sessions" in out.getvalue()
+    assert ChargePointOperator.objects.get(pk=cpo.pk).registration == ChargePointOperator.Registration.REGISTERED
+
