@@ -1,6 +1,6 @@
 """Offer submissions through the real bidding API: gunicorn + PostgreSQL, N concurrent clients, fixed duration.
 
-    .venv/bin/python -m bench.api_offers [--clients 8 --seconds 60 --workers 3 --threads 1 --aggregators 8]
+    .venv/bin/python -m bench.api_offers [--clients 8 --seconds 60 --workers 4 --threads 1 --aggregators 8]
 
 Creates a fresh PostgreSQL database (DATABASE_URL's server, database `flexmarket_bench`), migrates it, seeds one
 DSO with an open flex request and `--aggregators` aggregators (each with a D-prognosis and an API token), starts
@@ -160,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes (2 x cores: hides database waits)")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument("--aggregators", type=int, default=8)
     parser.add_argument("--no-server-side-binding", dest="server_side_binding", action="store_false",
