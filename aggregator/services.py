@@ -347,7 +347,7 @@ def _old_plan_if_still_good(
     after a small change may pick another one and re-send every profile at the point for nothing. The old plan is
     kept when every session has one, it still gives each session its remaining energy and deadlines, stays within
     the cars' plugged-in power, charges inflexible sessions uncontrolled, meets the orders and the capacity, and
-    its peak is no higher than the new plan's."""
+    its peak is no higher than the new plan's, and it plans no more energy than a session still needs."""
     tolerance_kw, tolerance_kwh = 0.05, 0.01
     if not sessions or any(session.pk not in old_schedules for session in sessions):
         return None
@@ -363,6 +363,11 @@ def _old_plan_if_still_good(
     energy = plan.sum(axis=1) * isp_time.ISP_HOURS
     shortfall = sum(max(0.0, i.energy_kwh - e) for i, e in zip(inputs, energy, strict=True))
     if shortfall > new_shortfall_kwh + tolerance_kwh:
+        return None
+    # Nor more than a session still needs: a plan made before the car drew what it has now over-plans it (the
+    # minimum-current repair may round up by one minimum-power slot, so that much is allowed).
+    allowance = np.array([max(tolerance_kwh, i.min_power_kw * isp_time.ISP_HOURS) for i in inputs])
+    if np.any(energy - np.array([i.energy_kwh for i in inputs]) > allowance + tolerance_kwh):
         return None
     cumulative = np.cumsum(plan, axis=1) * isp_time.ISP_HOURS
     for row, session_input in enumerate(inputs):
