@@ -25,7 +25,7 @@ from common.isp import ISP_HOURS, MARKET_TZ
 START = datetime(2026, 6, 10, 16, 0, tzinfo=UTC)
 TOL = 1e-6
 # derandomize: CI runs the same examples every time (a counterexample found once is kept as its own test below);
-# explore with `--hypothesis-seed=random` or more examples locally.
+# to explore, raise max_examples or drop derandomize locally.
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
