@@ -655,7 +655,7 @@ def _is_open(session: ChargingSession, now: datetime) -> bool:
 def charging_session_boost(*, session: ChargingSession, actor: Any = None, actor_label: str = "") -> ChargingSession:
     """The driver's boost button: the session leaves flexibility at once (charges at full power from now on) and
     its congestion point is re-optimised and re-dispatched. Pressing it again changes nothing."""
-    locked = ChargingSession.objects.select_for_update().select_related(
+    locked = ChargingSession.objects.select_for_update(of=("self",)).select_related(
         "charge_point__connection", "charge_point__cpo").get(pk=session.pk)
     now = clock.now()
     if not _is_open(locked, now):
@@ -741,7 +741,7 @@ def driver_preferences_update(
 
 def _driver_sessions_refresh(driver: Driver, *, v2g_changed: bool = False) -> None:
     now = clock.now()
-    open_sessions = ChargingSession.objects.select_for_update().select_related(
+    open_sessions = ChargingSession.objects.select_for_update(of=("self",)).select_related(
         "charge_point__connection", "charge_point__cpo").filter(
         driver=driver, status__in=OPEN_SESSION_STATUSES, expected_departure_at__gt=now)
     points_done: set[Any] = set()
@@ -776,7 +776,7 @@ def charging_session_targets_set(
     """The driver (through the eMSP app) says when the car leaves and/or how much it needs, in kWh or as a
     target state of charge. Given values replace estimates (source DRIVER); the driver's minimum energy is
     re-applied; the session's congestion point is re-optimised."""
-    locked = ChargingSession.objects.select_for_update().select_related(
+    locked = ChargingSession.objects.select_for_update(of=("self",)).select_related(
         "charge_point__connection", "charge_point__cpo", "driver").get(pk=session.pk)
     now = clock.now()
     if not _is_open(locked, now):
