@@ -134,8 +134,7 @@ def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str)
         return None
     if baseline_id is not None and not isinstance(baseline_id, uuid.UUID):
         baseline_id = uuid.UUID(str(baseline_id))  # SQLite answers hex text
-    flex_request.seen_by = RequestView(aggregator_id=aggregator.pk, represented=True,  # type: ignore[attr-defined]
-                                       baseline_id=baseline_id)
+    flex_request.seen_by = RequestView(aggregator_id=aggregator.pk, baseline_id=baseline_id)  # type: ignore[attr-defined]
     with connection.cursor() as cursor:
         cursor.execute(_request_isps_sql(), [params[3]])
         isps = instances_from_rows(FlexRequestIsp, cursor.fetchall(), alias="ri", connection=connection)
@@ -149,33 +148,34 @@ def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str)
 class RequestView:
     """What `flex_request_for_aggregator` learnt about one aggregator's position on a request, in the same read."""
 
-    aggregator_id: uuid.UUID
-    represented: bool
+    aggregator_id: uuid.UUID  # who asked: the read returns a request only to an aggregator that represents it
     baseline_id: uuid.UUID | None
 
 
-def _seen_by(flex_request: FlexRequest | None, aggregator: Participant) -> RequestView | None:
+def _seen_by(flex_request: FlexRequest | None, aggregator: Participant, point: CongestionPoint,
+             day: date) -> RequestView | None:
+    """The request's own read, if it was made for this aggregator and the request is on this point and day."""
     view = getattr(flex_request, "seen_by", None)
-    return view if isinstance(view, RequestView) and view.aggregator_id == aggregator.pk else None
+    if not isinstance(view, RequestView) or view.aggregator_id != aggregator.pk or flex_request is None:
+        return None
+    return view if flex_request.congestion_point_id == point.pk and flex_request.period == day else None
 
 
 def represents_for_request(*, aggregator: Participant, flex_request: FlexRequest | None,
                            congestion_point: CongestionPoint, day: date) -> bool:
     """aggregator_represents, answered from the request's own read when that read was made for this aggregator,
-    point and day (the offer hot path); otherwise one query."""
-    view = _seen_by(flex_request, aggregator)
-    if view is not None and flex_request is not None and flex_request.congestion_point_id == congestion_point.pk \
-            and flex_request.period == day:
-        return view.represented
+    point and day (the offer hot path: that read returns a request only to an aggregator that represents it);
+    otherwise one query."""
+    if _seen_by(flex_request, aggregator, congestion_point, day) is not None:
+        return True
     return aggregator_represents(aggregator=aggregator, congestion_point=congestion_point, day=day)
 
 
 def baseline_id_for_request(*, aggregator: Participant, flex_request: FlexRequest | None,
                             congestion_point: CongestionPoint, period: date) -> uuid.UUID | None:
     """Id of d_prognosis_current, from the request's own read when it was made for this aggregator, point and day."""
-    view = _seen_by(flex_request, aggregator)
-    if view is not None and flex_request is not None and flex_request.congestion_point_id == congestion_point.pk \
-            and flex_request.period == period:
+    view = _seen_by(flex_request, aggregator, congestion_point, period)
+    if view is not None:
         return view.baseline_id
     current = d_prognosis_current(aggregator=aggregator, congestion_point=congestion_point, period=period)
     return current.pk if current is not None else None
