@@ -73,7 +73,10 @@ def enforce_min_power(
     for s, k, kwh in zip(deadline_session.tolist(), deadline_slots.tolist(), deadline_kwh.tolist(), strict=True):
         deadlines.setdefault(s, []).append((k, kwh))
     notes: dict[int, str] = {}
+    hard = ceilings_kw[-1]
     for s in np.flatnonzero(small.any(axis=1)).tolist():
+        lp_row = schedule[s].copy()
+        session_deadlines = deadlines.get(s, [])
         repair = _SessionRepair(
             row=schedule[s],
             lo=lo_kw[s],
@@ -84,15 +87,68 @@ def enforce_min_power(
             ceilings=ceilings_kw,
         )
         note = repair.run()
-        ok = _session_ok(schedule[s], lo_kw[s], float(target_kwh[s]), deadlines.get(s, []), repair.v2g)
-        if not ok:
-            fallback = _uncontrolled_rounded(cap_kw[s], lo_kw[s], float(target_kwh[s]))
-            total_kw += fallback - schedule[s]
-            schedule[s] = fallback
-            note = "min-current rule: the repaired schedule broke a deadline, so the car charges uncontrolled"
-        if note:
-            notes[s] = note
+        ok = _session_ok(schedule[s], lo_kw[s], float(target_kwh[s]), session_deadlines, repair.v2g)
+        if ok and not repair.gave_way:
+            if note:
+                notes[s] = note
+            continue
+        # The repair broke a deadline or went above the hard ceiling. Before charging the car uncontrolled, try the
+        # other way round: raise each small slot to the minimum and borrow the difference from the session's own
+        # charging slots. With a deadline inside an order window this keeps the order that moving the energy to
+        # after the deadline could not (2.7 + 1.3 kW with a 1.38 kW minimum becomes 2.62 + 1.38, not 3.7 + 0.3).
+        options: list[tuple[np.ndarray, str]] = []
+        if ok:
+            options.append((schedule[s].copy(), note))
+        _replace_row(schedule, s, total_kw, lp_row)
+        rounded = _rounded_up(lp_row, lo_kw[s])
+        if rounded is not None and _session_ok(rounded, lo_kw[s], float(target_kwh[s]), session_deadlines,
+                                               repair.v2g):
+            options.append((rounded, "min-current rule: a slot raised to the minimum, borrowing from another"))
+        if not options:
+            options.append((_uncontrolled_rounded(cap_kw[s], lo_kw[s], float(target_kwh[s])),
+                            "min-current rule: the repaired schedule broke a deadline, so the car charges "
+                            "uncontrolled"))
+        before = _over_kw(total_kw, hard)
+        excess = [_over_kw(total_kw + row - lp_row, hard) - before for row, _ in options]
+        best = int(np.argmin(excess))  # ties keep the earlier option: the repair, then rounding up, then fallback
+        row, note = options[best]
+        _replace_row(schedule, s, total_kw, row)
+        if excess[best] > _NOISE_KW and "above the limit" not in note:
+            note = f"{note}; {excess[best]:.2f} kW above the limit to keep the energy"
+        notes[s] = note
     return notes
+
+
+def _replace_row(schedule: np.ndarray, s: int, total_kw: np.ndarray, row: np.ndarray) -> None:
+    total_kw += row - schedule[s]
+    schedule[s] = row
+
+
+def _over_kw(total_kw: np.ndarray, ceiling: np.ndarray) -> float:
+    """How far the total load goes above a ceiling, summed over slots (0 when it never does)."""
+    return float(np.maximum(total_kw - ceiling, 0.0).sum())
+
+
+def _rounded_up(row: np.ndarray, lo: np.ndarray) -> np.ndarray | None:
+    """`row` with every slot in (0, min) raised to the minimum, the difference taken back from the latest slots
+    charging above their minimum (moving energy earlier, which never breaks a deadline) and then from earlier ones;
+    what no slot can lend stays as extra energy (less than one minimum-power slot per raised slot). None for a
+    discharging row, whose small values the main repair handles."""
+    if (row < -_NOISE_KW).any():
+        return None
+    rounded = row.copy()
+    small = (rounded >= _NOISE_KW) & (rounded < lo - _NOISE_KW)
+    extra = float((lo[small] - rounded[small]).sum())
+    rounded[small] = lo[small]
+    lenders = np.flatnonzero(~small & (rounded - lo > _NOISE_KW))
+    last_small = int(np.flatnonzero(small)[-1]) if small.any() else -1
+    for t in [*lenders[lenders > last_small][::-1].tolist(), *lenders[lenders < last_small][::-1].tolist()]:
+        if extra <= _NOISE_KW:
+            break
+        cut = min(float(rounded[t] - lo[t]), extra)
+        rounded[t] -= cut
+        extra -= cut
+    return rounded
 
 
 class _SessionRepair:
@@ -102,6 +158,7 @@ class _SessionRepair:
         # Without deadlines or a V2G floor the slot order is free: fill the lowest total load first (valleys).
         self.free_order = free_order and not v2g
         self.total, self.ceilings, self.hard = total, ceilings, ceilings[-1]
+        self.gave_way = False  # set when the energy could only be kept above the hard ceiling
 
     def _set(self, t: int, value: float) -> None:
         self.total[t] += value - self.row[t]
@@ -136,6 +193,7 @@ class _SessionRepair:
                 need = self._raise(need, unlimited)
                 need = self._open(need, unlimited, notes, final=True)
                 excess = float(np.max(self.total - self.hard, initial=0.0) - np.max(before - self.hard, initial=0.0))
+                self.gave_way = excess > _NOISE_KW
                 notes.append(f"min-current rule: {max(excess, 0.0):.2f} kW above the limit to keep the energy")
         elif need < -_NOISE_KW:
             self._trim(-need)
