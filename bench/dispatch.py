@@ -72,13 +72,14 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 @contextmanager
-def processes(specs: list[tuple[str, list[str], dict[str, str]]], log_dir: Path) -> Iterator[None]:
+def processes(specs: list[tuple[str, list[str], dict[str, str]]], log_dir: Path) -> Iterator[dict[str, int]]:
+    """Start each spec; yields {name: pid}."""
     running: list[subprocess.Popen[bytes]] = []
     try:
         for name, command, env in specs:
             log = (log_dir / f"{name}.log").open("wb")
             running.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-        yield
+        yield {name: process.pid for (name, _, _), process in zip(specs, running, strict=True)}
     finally:
         for process in running:
             process.terminate()
@@ -87,6 +88,50 @@ def processes(specs: list[tuple[str, list[str], dict[str, str]]], log_dir: Path)
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _proc_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (ppid, cpu seconds (user+system), command name) for every process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    table: dict[int, tuple[int, float, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        parts = stat[stat.rindex(")") + 2:].split()
+        table[int(entry.name)] = (int(parts[1]), (int(parts[11]) + int(parts[12])) / ticks, name)
+    return table
+
+
+def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants, plus the PostgreSQL backends serving the
+    bench database and Redis (shared with others: a rough figure)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    used: dict[str, float] = {}
+    for label, root in roots.items():
+        stack, total = [root], 0.0
+        while stack:
+            pid = stack.pop()
+            total += table.get(pid, (0, 0.0, ""))[1]
+            stack.extend(children.get(pid, []))
+        used[label] = total
+    used["postgres"] = 0.0
+    for pid, (_, cpu, name) in table.items():
+        if name.startswith("postgres"):
+            try:
+                ours = DB_NAME in (Path("/proc") / str(pid) / "cmdline").read_text(errors="replace")
+            except OSError:
+                ours = False
+            used["postgres"] += cpu if ours else 0.0
+    used["redis"] = sum(cpu for _, cpu, name in table.values() if name.startswith("redis"))
+    return used
 
 
 def setup_world(profiles: int, cpo_base: str) -> tuple[Any, list[Any]]:
@@ -199,7 +244,7 @@ def main() -> None:
     ]
     figures: dict[str, Any] = {}
     try:
-        with processes(specs, log_dir):
+        with processes(specs, log_dir) as pids:
             wait_http(f"{web_base}/healthz")
             wait_http(f"{cpo_base}/healthz")
             from config.celery import app
@@ -211,6 +256,7 @@ def main() -> None:
             print(f"{args.profiles} profiles -> sandbox CPO at {cpo_base} ({args.error_rate:.0%} HTTP 500), "
                   f"{args.workers} worker processes", flush=True)
 
+            cpu_before = cpu_seconds(pids)
             started = time.monotonic()
             with transaction.atomic():
                 delivery.outbox_put(commands)
@@ -227,6 +273,7 @@ def main() -> None:
                     last_print = now
                 time.sleep(0.2)
             seconds = time.monotonic() - started
+            cpu_after = cpu_seconds(pids)
 
             rows = ChargingProfileCommand.objects.filter(flex_order=order)
             by_status: dict[str, int] = {}
@@ -250,6 +297,8 @@ def main() -> None:
                 "workers": args.workers,
                 "error_rate": args.error_rate,
                 "load_1m": round(os.getloadavg()[0], 2),
+                # Where the time went: CPU seconds per process group during the timed part.
+                "cpu_s": {label: round(cpu_after[label] - cpu_before.get(label, 0.0), 1) for label in cpu_after},
             }
             connection.close()
     finally:

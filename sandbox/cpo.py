@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, models, transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -111,11 +111,24 @@ def _count(key: str, amount: int = 1) -> None:
         _stats[key] += amount
 
 
+def _db_value(model: type[models.Model], name: str, value: Any) -> Any:
+    """A value as the database backend wants it in raw SQL (uuid, datetime, JSON differ per backend)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field.get_db_prep_value(value, connection)
+
+
 def _client(request: HttpRequest) -> SandboxCpoClient | None:
+    """The calling client, read fresh on every request (tests flip reject_all between calls). Raw SQL: every
+    profile PUT of bench.dispatch comes through here, and the ORM's query building cost more than the query."""
     for candidate in token_candidates(request.headers.get("Authorization")):  # decoded first, raw as fallback
-        client = SandboxCpoClient.objects.filter(token_from_client=candidate).first()
-        if client is not None:
-            return client
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id, token_for_client, reject_all FROM sandbox_sandboxcpoclient "
+                           "WHERE token_from_client = %s", [candidate])
+            row = cursor.fetchone()
+        if row is not None:
+            return SandboxCpoClient(id=row[0], token_from_client=candidate, token_for_client=row[1],
+                                    reject_all=bool(row[2]))
     return None
 
 
@@ -179,20 +192,23 @@ _session_pks: dict[int, dict[str, Any]] = {}  # client id -> {cpo_session_id: Ch
 def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
     """Is this one of the client's open sessions? The id -> row map is loaded once per client (ChargingSession has
     no index on the session id alone) and reloaded on a miss; the status is read fresh from the row every time."""
-    open_statuses = [ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE]
-    ours = ChargingSession.objects.filter(
-        charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client))
+    open_statuses = {ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE}
     with _lock:
         known = _session_pks.get(client.pk)
     if known is None or session_id not in known:
+        ours = ChargingSession.objects.filter(
+            charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client))
         known = dict(ours.values_list("cpo_session_id", "pk"))
         with _lock:
             _session_pks[client.pk] = known
-    pk = known.get(session_id)
-    if pk is not None:
-        return ChargingSession.objects.filter(pk=pk, status__in=open_statuses).exists()
-    # OCPI ids are CiString (case-insensitive).
-    return ours.filter(cpo_session_id__iexact=session_id, status__in=open_statuses).exists()
+        if session_id not in known:
+            # OCPI ids are CiString (case-insensitive).
+            return ours.filter(cpo_session_id__iexact=session_id, status__in=open_statuses).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM aggregator_chargingsession WHERE id = %s",
+                       [_db_value(ChargingSession, "id", known[session_id])])
+        row = cursor.fetchone()
+    return row is not None and row[0] in open_statuses
 
 
 @csrf_exempt
@@ -245,26 +261,47 @@ def _put_profile(request: HttpRequest, client: SandboxCpoClient, session_id: str
     else:
         result = "ACCEPTED"
     with transaction.atomic():
-        active = (SandboxChargingProfile.objects.select_for_update()
-                  .filter(client=client, session_id=session_id, is_active=True).first())
-        if result == "ACCEPTED" and active is not None and active.response_url == body["response_url"]:
+        active = _active_profile(client, session_id)
+        if result == "ACCEPTED" and active is not None and active[1] == body["response_url"]:
             # The same command again (its sender lost our answer): PUT replaces the profile with itself.
             _count("repeats")
-            profile_id = active.pk
+            profile_id = active[0]
         else:
             if result == "ACCEPTED" and active is not None:
-                SandboxChargingProfile.objects.filter(pk=active.pk).update(is_active=False)
-            profile = SandboxChargingProfile.objects.create(
-                client=client, session_id=session_id, charging_profile=body["charging_profile"],
-                response_url=body["response_url"], sync_result=result, is_active=result == "ACCEPTED",
-            )
-            profile_id = profile.pk
+                SandboxChargingProfile.objects.filter(pk=active[0]).update(is_active=False)
+            profile_id = _profile_insert(client, session_id, body, result)
             _count("applied" if result == "ACCEPTED" else f"answered_{result.lower()}")
         if result == "ACCEPTED":
             response_url, token = body["response_url"], client.token_for_client
             transaction.on_commit(lambda: _deliver_later(
                 lambda: _post_profile_result(profile_id, response_url, token), config, task_profile_id=profile_id))
     return _reply(request, envelope(data={"result": result, "timeout": RESULT_TIMEOUT_S}))
+
+
+def _active_profile(client: SandboxCpoClient, session_id: str) -> tuple[int, str] | None:
+    """(id, response_url) of the session's active profile, locked until the transaction ends where the database
+    can lock rows (two PUTs for one session apply one after the other)."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, response_url FROM sandbox_sandboxchargingprofile "  # noqa: S608 - constant
+                       f"WHERE client_id = %s AND session_id = %s AND is_active = %s ORDER BY id{lock}",
+                       [client.pk, session_id, True])
+        row = cursor.fetchone()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+
+def _profile_insert(client: SandboxCpoClient, session_id: str, body: dict[str, Any], result: str) -> int:
+    """Store a received profile (one INSERT without the ORM's per-call query building; bench.dispatch does this
+    10,000 times)."""
+    values = [client.pk, session_id, _db_value(SandboxChargingProfile, "charging_profile", body["charging_profile"]),
+              body["response_url"], result, "", _db_value(SandboxChargingProfile, "received_at", clock.now()),
+              result == "ACCEPTED"]
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO sandbox_sandboxchargingprofile (client_id, session_id, charging_profile, "
+                       "response_url, sync_result, async_result, received_at, is_active) "
+                       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id", values)
+        return int(cursor.fetchone()[0])
 
 
 def _deliver_later(send: Any, config: CpoConfig, *, task_profile_id: int | None = None) -> None:
@@ -306,7 +343,10 @@ def _post(url: str, token: str, body: dict[str, Any]) -> None:
 
 def _post_profile_result(profile_id: int, response_url: str, token: str) -> None:
     _post(response_url, token, {"result": "ACCEPTED"})
-    SandboxChargingProfile.objects.filter(pk=profile_id).update(async_result="ACCEPTED", result_posted_at=clock.now())
+    posted_at = _db_value(SandboxChargingProfile, "result_posted_at", clock.now())
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE sandbox_sandboxchargingprofile SET async_result = %s, result_posted_at = %s "
+                       "WHERE id = %s", ["ACCEPTED", posted_at, profile_id])
 
 
 # --- sessions SENDER (paginated) --------------------------------------------------------------------------------
