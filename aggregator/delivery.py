@@ -35,7 +35,7 @@ from django.db import connection, models, transaction
 from django.db.models import F, Q
 
 from aggregator.adapters.base import ChargingProfileAdapter, ProfileSendResult
-from aggregator.models import ChargingProfileCommand, ChargingSession, OcpiEvse
+from aggregator.models import ChargePointOperator, ChargingProfileCommand, ChargingSession, OcpiEvse
 from common import time as clock
 from common.audit import audit_record
 from common.exceptions import AdapterError, ApplicationError, TransitionError
@@ -148,8 +148,14 @@ def _claim(command_ids: Sequence[str], now: datetime) -> list[Command]:
     )
     if not claimed:
         return []
-    return list(Command.objects.filter(lease_id=lease, status=Status.SENDING)
-                .select_related("cpo", "session__charge_point__ocpi_evse").order_by("created_at"))
+    commands = list(Command.objects.filter(lease_id=lease, status=Status.SENDING)
+                    .select_related("session__charge_point__ocpi_evse").defer("result_body")
+                    .order_by("created_at"))
+    # One CPO object per CPO, not one per row: its tokens are decrypted on every load.
+    cpos = ChargePointOperator.objects.in_bulk({command.cpo_id for command in commands})
+    for command in commands:
+        command.cpo = cpos[command.cpo_id]
+    return commands
 
 
 def _send_one(adapter: ChargingProfileAdapter, command: Command) -> Outcome:
@@ -202,7 +208,7 @@ def send_batch(command_ids: Sequence[str], *, adapter: ChargingProfileAdapter | 
     adapter = adapter or default_adapter()
     counts: dict[str, int] = defaultdict(int)
     ids = [str(command_id) for command_id in command_ids]
-    chunk_size = max(1, settings.DISPATCH_CONCURRENCY * 2)
+    chunk_size = max(1, settings.DISPATCH_CONCURRENCY * 4)
     for chunk in _chunks(ids, chunk_size):
         now = clock.now()
         claimed = _claim(chunk, now)
@@ -235,10 +241,15 @@ def _record(outcomes: Sequence[Outcome]) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     accepted: dict[int, list[uuid.UUID]] = defaultdict(list)
     rejected_sessions: list[ChargingSession] = []
+    release: dict[str, Any] = {"lease_id": None, "lease_until": None, "updated_at": now}
     for outcome in outcomes:
         command = outcome.command
+        if outcome.error is None and outcome.answer is not None and outcome.answer.result == "ACCEPTED":
+            # The usual case, recorded in bulk below: no per-command query to build.
+            accepted[outcome.answer.timeout_s or settings.DISPATCH_DEFAULT_RESULT_TIMEOUT_S].append(command.pk)
+            counts["ACCEPTED"] += 1
+            continue
         guard = Command.objects.filter(pk=command.pk, lease_id=command.lease_id, status=Status.SENDING)
-        release: dict[str, Any] = {"lease_id": None, "lease_until": None, "updated_at": now}
         if outcome.error is not None:
             error = outcome.error
             extra: dict[str, Any] = {}
@@ -257,9 +268,7 @@ def _record(outcomes: Sequence[Outcome]) -> dict[str, int]:
         answer = outcome.answer
         assert answer is not None
         result = answer.result
-        if result == "ACCEPTED":
-            accepted[answer.timeout_s or settings.DISPATCH_DEFAULT_RESULT_TIMEOUT_S].append(command.pk)
-        elif result == "TOO_OFTEN":
+        if result == "TOO_OFTEN":
             # The CPO rate-limits us: not a failure of the command, send it again later (counts as an attempt).
             final = command.attempts >= settings.DISPATCH_MAX_ATTEMPTS
             guard.update(status=Status.DEAD_LETTER if final else Status.PENDING, last_error="TOO_OFTEN",
@@ -272,8 +281,9 @@ def _record(outcomes: Sequence[Outcome]) -> dict[str, int]:
             if result == Status.NOT_SUPPORTED and "local" not in answer.detail:
                 _mark_profiles_unsupported(command)
         counts[result] += 1
+    leases = {outcome.command.lease_id for outcome in outcomes}
     for timeout_s, ids in accepted.items():
-        Command.objects.filter(pk__in=ids, status=Status.SENDING).update(
+        Command.objects.filter(pk__in=ids, status=Status.SENDING, lease_id__in=leases).update(
             status=Status.ACCEPTED, response_timeout_s=timeout_s, result_due_at=now + timedelta(seconds=timeout_s),
             last_error="", lease_id=None, lease_until=None, updated_at=now,
         )
