@@ -163,3 +163,11 @@ class SharedFieldsInput:
         if errors:
             raise serializers.ValidationError(errors)
         return validated
+
+    def _read_only_defaults(self) -> dict[str, Any]:
+        # DRF reads `self.fields` here (the per-instance deep copy the mixin avoids) to add read-only defaults for
+        # validators; an input serializer without such fields has none to add.
+        declared = self._declared_fields.values()  # type: ignore[attr-defined]
+        if any(field.read_only and field.default is not empty for field in declared):
+            return super()._read_only_defaults()  # type: ignore[misc]
+        return {}

@@ -21,8 +21,24 @@ def audit_record(
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append an audit event for `obj`. Call inside the transaction that makes the change."""
+    event = audit_event(obj=obj, action=action, actor=actor, actor_label=actor_label, before=before, after=after)
+    # Every transition writes one: a hand-built INSERT (common.sql) costs a fraction of a compiled one.
+    insert_instances(AuditEvent, [event], connection=connections[router.db_for_write(AuditEvent)])
+    return event
+
+
+def audit_event(
+    *,
+    obj: models.Model,
+    action: str,
+    actor: Any = None,
+    actor_label: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The unsaved audit event audit_record would write, for a caller that writes it within its own statement."""
     user = actor if getattr(actor, "is_authenticated", False) else None
-    event = AuditEvent(
+    return AuditEvent(
         actor=user,
         actor_label=actor_label or ("" if user else "system"),
         action=action,
@@ -31,9 +47,6 @@ def audit_record(
         before=before,
         after=after,
     )
-    # Every transition writes one: a hand-built INSERT (common.sql) costs a fraction of a compiled one.
-    insert_instances(AuditEvent, [event], connection=connections[router.db_for_write(AuditEvent)])
-    return event
 
 
 def audit_trail(obj: models.Model) -> models.QuerySet[AuditEvent]:

@@ -84,29 +84,71 @@ def insert_instances(model: type[M], objs: Sequence[M], *, connection: BaseDatab
     (bulk_create sends none either); callers validate before, as they would for bulk_create."""
     if not objs:
         return []
-    meta = model._meta
-    auto_pk = meta.pk if meta.pk is not None and meta.pk.get_internal_type() in _AUTO_FIELDS else None
+    auto_pk = _auto_pk(model)
     if auto_pk is not None and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.using(connection.alias).bulk_create(objs)  # an old SQLite: let the ORM do it
-    fields = [field for field in meta.concrete_fields if field is not auto_pk]
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = (
-        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "  # noqa: S608 - names from model metadata
-        f"({', '.join(connection.ops.quote_name(str(field.column)) for field in fields)}) "
-        f"VALUES {', '.join([row_sql] * len(objs))}"
-    )
-    if auto_pk is not None:
-        sql += f" RETURNING {connection.ops.quote_name(str(auto_pk.column))}"
-    params = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs for field in fields]
+    sql, params = insert_statement(model, objs, connection=connection)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         ids = [row[0] for row in cursor.fetchall()] if auto_pk is not None else []
+    mark_inserted(objs, ids, connection=connection)
+    return list(objs)
+
+
+def insert_statement(
+    model: type[models.Model],
+    objs: Sequence[models.Model],
+    *,
+    connection: BaseDatabaseWrapper,
+    returning: Sequence[str] = (),
+    column_sql: dict[str, Callable[[Any], tuple[str, list[Any]]]] | None = None,
+) -> tuple[str, list[Any]]:
+    """The INSERT ... VALUES statement of insert_instances (RETURNING the auto primary key, if any, then the
+    `returning` columns), to run alone or as one part of a larger statement (a data-modifying CTE).
+    `column_sql` gives, per attname, an SQL expression and its params per object in place of the object's value
+    (e.g. a foreign key read from an earlier CTE)."""
+    meta = model._meta
+    auto_pk = _auto_pk(model)
+    fields = [field for field in meta.concrete_fields if field is not auto_pk]
+    quote = connection.ops.quote_name
+    expressions = column_sql or {}
+    rows: list[str] = []
+    params: list[Any] = []
+    for obj in objs:
+        placeholders = []
+        for field in fields:
+            expression = expressions.get(field.attname)
+            if expression is None:
+                placeholders.append("%s")
+                params.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
+            else:
+                sql, expression_params = expression(obj)
+                placeholders.append(sql)
+                params.extend(expression_params)
+        rows.append("(" + ", ".join(placeholders) + ")")
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 - names from model metadata
+        f"({', '.join(quote(str(field.column)) for field in fields)}) VALUES {', '.join(rows)}"
+    )
+    returned = ([str(auto_pk.column)] if auto_pk is not None else []) + list(returning)
+    if returned:
+        sql += " RETURNING " + ", ".join(quote(column) for column in returned)
+    return sql, params
+
+
+def mark_inserted(objs: Sequence[models.Model], ids: Sequence[Any], *, connection: BaseDatabaseWrapper) -> None:
+    """Set what an INSERT gave the instances (database ids, if the pk is automatic) and mark them saved."""
+    auto_pk = _auto_pk(type(objs[0])) if objs else None
     for position, obj in enumerate(objs):
         if auto_pk is not None:
             setattr(obj, auto_pk.attname, ids[position])
         obj._state.adding = False
         obj._state.db = connection.alias
-    return list(objs)
+
+
+def _auto_pk(model: type[models.Model]) -> models.Field | None:
+    pk = model._meta.pk
+    return pk if pk is not None and pk.get_internal_type() in _AUTO_FIELDS else None
 
 
 _AUTO_FIELDS = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})
