@@ -74,12 +74,12 @@ def outbox_put(commands: Sequence[Command]) -> list[Command]:
     now = clock.now()
     with transaction.atomic():
         # A new SET or CLEAR replaces what the charger should do; a GET (read the active profile) replaces nothing.
+        # Before the new rows exist, so no "but not the new ones" list of every new id in each UPDATE.
         session_ids = sorted({command.session_id for command in commands if command.kind in PROFILE_CHANGING})
-        new_ids = [command.pk for command in commands]
         superseded = 0
         for chunk in _chunks(session_ids, SQL_CHUNK):
             superseded += Command.objects.filter(session_id__in=chunk, status=Status.PENDING,
-                                                 kind__in=PROFILE_CHANGING).exclude(pk__in=new_ids).update(
+                                                 kind__in=PROFILE_CHANGING).update(
                 status=Status.SUPERSEDED, next_attempt_at=None, updated_at=now)
         created = Command.objects.bulk_create(commands, batch_size=1000)
         ids = [str(command.pk) for command in created]
@@ -189,14 +189,27 @@ def _profiles_unsupported(command: Command) -> bool:
 
 
 def _newer_in_flight(commands: Sequence[Command]) -> set[uuid.UUID]:
-    """Commands of ours that a newer command for the same session has overtaken (sent or being sent)."""
-    by_session = {command.session_id: command for command in commands if command.kind in PROFILE_CHANGING}
-    newer = Command.objects.filter(
-        session_id__in=list(by_session), status__in=[Status.SENDING, Status.ACCEPTED, Status.RESULT_ACCEPTED],
-        kind__in=PROFILE_CHANGING,
-    ).exclude(pk__in=[command.pk for command in commands]).values_list("session_id", "created_at")
-    return {by_session[session_id].pk for session_id, created_at in newer
-            if created_at > by_session[session_id].created_at}
+    """Commands of ours that a newer command for the same session has overtaken (sent or being sent by another
+    claim). One query keyed by the claim's lease: it joins each claimed command to its session's other commands
+    through the (session, status) index, instead of listing every id and session of the chunk."""
+    leases = {command.lease_id for command in commands}
+    if not commands or len(leases) != 1:
+        return set()
+    lease = _db_value(Command, "lease_id", leases.pop())
+    in_flight = (Status.SENDING, Status.ACCEPTED, Status.RESULT_ACCEPTED)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT mine.id FROM aggregator_chargingprofilecommand mine "
+            "JOIN aggregator_chargingprofilecommand newer ON newer.session_id = mine.session_id "
+            "AND newer.created_at > mine.created_at "
+            "WHERE mine.status = %s AND mine.lease_id = %s AND mine.kind IN (%s, %s) "
+            "AND newer.status IN (%s, %s, %s) AND newer.kind IN (%s, %s) "
+            "AND (newer.lease_id IS NULL OR newer.lease_id <> %s)",
+            [Status.SENDING, lease, *PROFILE_CHANGING, *in_flight, *PROFILE_CHANGING, lease])
+        rows = cursor.fetchall()
+    field = Command._meta.pk
+    assert field is not None
+    return {field.to_python(row[0]) for row in rows}
 
 
 def send_batch(command_ids: Sequence[str], *, adapter: ChargingProfileAdapter | None = None) -> dict[str, int]:

@@ -200,6 +200,8 @@ def main() -> None:
     parser.add_argument("--error-rate", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deadline-s", type=float, default=120)
+    parser.add_argument("--server-workers", type=int, default=2, help="gunicorn processes of our server and the CPO")
+    parser.add_argument("--server-threads", type=int, default=8, help="gunicorn threads per process")
     parser.add_argument("--keep-logs", action="store_true", help="print where the process logs are")
     args = parser.parse_args()
 
@@ -239,7 +241,8 @@ def main() -> None:
     connection.close()
 
     gunicorn = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--worker-class", "gthread",
-                "--workers", "2", "--threads", "8", "--keep-alive", "30", "--log-level", "warning"]
+                "--workers", str(args.server_workers), "--threads", str(args.server_threads), "--keep-alive", "30",
+                "--log-level", "warning"]
     celery = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "dispatch", "--concurrency",
               str(args.workers), "--prefetch-multiplier", "1", "-l", "WARNING", "--without-gossip",
               "--without-mingle", "-n", f"bench-{uuid.uuid4().hex[:6]}@localhost"]
