@@ -9,6 +9,7 @@ All instants returned here are UTC.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -48,8 +49,9 @@ def _is_ambiguous(local: datetime) -> bool:
     return naive.replace(tzinfo=MARKET_TZ, fold=0).utcoffset() != naive.replace(tzinfo=MARKET_TZ, fold=1).utcoffset()
 
 
+@functools.lru_cache(maxsize=4096)
 def day_start(day: date) -> datetime:
-    """UTC instant of local midnight starting the market day."""
+    """UTC instant of local midnight starting the market day (cached: every ISP check asks, ~100 per offer)."""
     return datetime(day.year, day.month, day.day, tzinfo=MARKET_TZ).astimezone(UTC)
 
 

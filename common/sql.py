@@ -136,6 +136,47 @@ def insert_statement(
     return sql, params
 
 
+def insert_fields(model: type[models.Model]) -> list[models.Field]:
+    """The columns an INSERT of new instances writes: every concrete field but an automatic primary key."""
+    auto_pk = _auto_pk(model)
+    return [field for field in model._meta.concrete_fields if field is not auto_pk]
+
+
+def unnest_rows(
+    model: type[models.Model],
+    objs: Sequence[models.Model],
+    fields: Sequence[models.Field],
+    *,
+    connection: BaseDatabaseWrapper,
+    alias: str = "rows",
+) -> tuple[str, list[list[Any]]]:
+    """unnest_columns over `fields` of `objs`, values prepared as for an INSERT."""
+    quote = connection.ops.quote_name
+    return unnest_columns([
+        (quote(str(field.column)), str(field.db_type(connection)),
+         [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs])
+        for field in fields
+    ], alias=alias)
+
+
+def unnest_columns(columns: Sequence[tuple[str, str, list[Any]]], *, alias: str) -> tuple[str, list[list[Any]]]:
+    """PostgreSQL: `unnest(%s::type[], ...) AS alias(column, ...)` and its parameters, one array per
+    (quoted column name, SQL type, values).
+
+    Rows as arrays keep the statement text and its parameter count the same however many rows there are: psycopg
+    caches a statement's conversion, and prepares it, only for texts of at most 4 KiB with at most 50 parameters."""
+    casts = ", ".join(f"%s::{sql_type}[]" for _, sql_type, _ in columns)
+    names = ", ".join(name for name, _, _ in columns)
+    return f"unnest({casts}) AS {alias}({names})", [values for _, _, values in columns]
+
+
+def instance_from_values(model: type[M], values: dict[str, Any], *, connection: BaseDatabaseWrapper) -> M:
+    """A saved instance from database values by attname (every concrete field), built the way the ORM builds a
+    fetched row (Model.from_db, positionally: cheaper than keyword arguments)."""
+    attnames = [field.attname for field in model._meta.concrete_fields]
+    return model.from_db(connection.alias, attnames, [values[name] for name in attnames])
+
+
 def mark_inserted(objs: Sequence[models.Model], ids: Sequence[Any], *, connection: BaseDatabaseWrapper) -> None:
     """Set what an INSERT gave the instances (database ids, if the pk is automatic) and mark them saved."""
     auto_pk = _auto_pk(type(objs[0])) if objs else None

@@ -6,6 +6,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -103,6 +104,27 @@ def _request_isps_sql() -> str:
     return f"SELECT {select_columns(FlexRequestIsp, 'ri')} FROM {table} ri WHERE ri.flex_request_id = %s ORDER BY ri.isp"  # noqa: S608
 
 
+# ISP rows of requests past DRAFT, per (database, request id). They never change once a request leaves DRAFT
+# (the admin edits ISPs of drafts only; a revision is a new request), and every offer on a request reads them, so
+# each process reads them once. Bounded: emptied when full.
+_OPEN_REQUEST_ISPS: dict[tuple[str, uuid.UUID], list[Any]] = {}
+_OPEN_REQUEST_ISPS_MAX = 1024
+
+
+def _open_request_isp_rows(request_id: uuid.UUID, db_request_id: Any) -> list[Any]:
+    """The ISP rows of a request that is not a DRAFT (the caller has checked), read once per process."""
+    key = (connection.settings_dict["NAME"], request_id)
+    rows = _OPEN_REQUEST_ISPS.get(key)
+    if rows is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_request_isps_sql(), [db_request_id])
+            rows = cursor.fetchall()
+        if len(_OPEN_REQUEST_ISPS) >= _OPEN_REQUEST_ISPS_MAX:
+            _OPEN_REQUEST_ISPS.clear()
+        _OPEN_REQUEST_ISPS[key] = rows
+    return rows
+
+
 def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str) -> FlexRequest | None:
     """One request if the aggregator may see it (it represents connections behind the point that day), else None.
 
@@ -135,9 +157,8 @@ def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str)
     if baseline_id is not None and not isinstance(baseline_id, uuid.UUID):
         baseline_id = uuid.UUID(str(baseline_id))  # SQLite answers hex text
     flex_request.seen_by = RequestView(aggregator_id=aggregator.pk, baseline_id=baseline_id)  # type: ignore[attr-defined]
-    with connection.cursor() as cursor:
-        cursor.execute(_request_isps_sql(), [params[3]])
-        isps = instances_from_rows(FlexRequestIsp, cursor.fetchall(), alias="ri", connection=connection)
+    isps = instances_from_rows(FlexRequestIsp, _open_request_isp_rows(request_id, params[3]), alias="ri",
+                               connection=connection)
     for isp in isps:
         isp.flex_request = flex_request
     seed_prefetch_cache(flex_request, "isps", isps)  # the offer service checks every option against them

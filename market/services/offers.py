@@ -18,7 +18,15 @@ from common import isp as isp_time
 from common.audit import audit_event
 from common.exceptions import ApplicationError, TransitionError
 from common.models import AuditEvent, audit_payload
-from common.sql import insert_instances, insert_statement, mark_inserted
+from common.sql import (
+    insert_fields,
+    insert_instances,
+    insert_statement,
+    instance_from_values,
+    mark_inserted,
+    unnest_columns,
+    unnest_rows,
+)
 from market import events, selectors
 from market.models import (
     CongestionPoint,
@@ -176,50 +184,76 @@ def _offer_digest(**parts: Any) -> str:
     return content_hash({**{k: str(v) if v is not None else None for k, v in parts.items()}, "options": options})
 
 
-def _insert_offer(offer: FlexOffer, options: list[FlexOfferOption], isps: list[FlexOfferOptionIsp],
-                  event: AuditEvent) -> None:
-    """Write a validated offer with its options, their ISPs and its audit event, all or nothing.
+IspValue = tuple[FlexOfferOption, int, int]  # (option, ISP, power in W)
+
+
+def _insert_offer(offer: FlexOffer, options: list[FlexOfferOption], isps: list[IspValue],
+                  event: AuditEvent) -> list[FlexOfferOptionIsp]:
+    """Write a validated offer with its options, their ISPs and its audit event, all or nothing; return the ISP
+    rows (with their options cached on them).
 
     This is the bidding API's hot path. On PostgreSQL it is ONE statement (a data-modifying CTE; a statement is
     atomic), so a submission pays one round trip instead of four INSERTs plus BEGIN and COMMIT; hand-built
-    (common.sql) because compiling the ORM's inserts cost more than the database spent on them. Elsewhere the four
-    INSERTs run in a transaction."""
+    (common.sql) because compiling the ORM's inserts cost more than the database spent on them, and the ISP rows
+    become instances only from what the database returned (the positional path of Model.from_db). Elsewhere the
+    four INSERTs run in a transaction."""
     if connection.vendor != "postgresql":
         with transaction.atomic():
             insert_instances(FlexOffer, [offer], connection=connection)
             insert_instances(FlexOfferOption, options, connection=connection)
-            for row in isps:
-                row.option = row.option  # sets option_id: the options have their ids only now
-            insert_instances(FlexOfferOptionIsp, isps, connection=connection)
+            rows = insert_instances(FlexOfferOptionIsp, [
+                FlexOfferOptionIsp(option=option, isp=isp, power_w=power_w) for option, isp, power_w in isps
+            ], connection=connection)
             insert_instances(AuditEvent, [event], connection=connection)
-        return
+        return rows
+    quote = connection.ops.quote_name
     offer_sql, offer_params = insert_statement(FlexOffer, [offer], connection=connection)
-    option_sql, option_params = insert_statement(FlexOfferOption, options, connection=connection,
-                                                 returning=["option_reference"])
-    # Each ISP row finds its option's new id by reference (unique per offer) in the options CTE.
-    isp_sql, isp_params = insert_statement(
-        FlexOfferOptionIsp, isps, connection=connection, returning=["option_id", "isp"],
-        column_sql={"option_id": lambda row: ("(SELECT id FROM new_options WHERE option_reference = %s)",
-                                              [row.option.option_reference])},
-    )
     event_sql, event_params = insert_statement(AuditEvent, [event], connection=connection)
+    # Options and ISPs as arrays (common.sql.unnest_columns): the text stays the same for any number of them.
+    option_fields = insert_fields(FlexOfferOption)
+    option_columns = ", ".join(quote(str(field.column)) for field in option_fields)
+    option_rows, option_params = unnest_rows(FlexOfferOption, options, option_fields, connection=connection)
+    option_sql = (
+        f"INSERT INTO {quote(FlexOfferOption._meta.db_table)} ({option_columns}) "  # noqa: S608 - model metadata
+        f"SELECT {option_columns} FROM {option_rows} RETURNING id, option_reference"
+    )
+    # Each ISP row finds its option's new id by reference (unique per offer).
+    isp_field, power_field = FlexOfferOptionIsp._meta.get_field("isp"), FlexOfferOptionIsp._meta.get_field("power_w")
+    option_field = FlexOfferOptionIsp._meta.get_field("option")
+    isp_column, power_column = quote(str(isp_field.column)), quote(str(power_field.column))
+    option_fk = quote(str(option_field.column))
+    isp_rows, isp_params = unnest_columns([
+        (isp_column, str(isp_field.db_type(connection)), [isp for _, isp, _ in isps]),
+        (power_column, str(power_field.db_type(connection)), [power_w for _, _, power_w in isps]),
+        ("option_reference", "text", [option.option_reference for option, _, _ in isps]),
+    ], alias="v")
+    isp_sql = (
+        f"INSERT INTO {quote(FlexOfferOptionIsp._meta.db_table)} ({isp_column}, {power_column}, {option_fk}) "  # noqa: S608
+        f"SELECT v.{isp_column}, v.{power_column}, o.id FROM {isp_rows} "
+        f"JOIN new_options o ON o.option_reference = v.option_reference RETURNING id, {option_fk}, {isp_column}"
+    )
     sql = (
-        f"WITH new_offer AS ({offer_sql}), new_options AS ({option_sql}), new_isps AS ({isp_sql}), "  # noqa: S608 - built from model metadata
-        f"new_event AS ({event_sql}) "
-        "SELECT o.id, o.option_reference, i.id, i.isp, (SELECT id FROM new_event) "
-        "FROM new_isps i JOIN new_options o ON o.id = i.option_id"
+        f"WITH new_offer AS ({offer_sql}), new_options AS ({option_sql}), "  # noqa: S608 - from model metadata
+        f"new_isps AS ({isp_sql}), new_event AS ({event_sql}) "
+        f"SELECT o.id, o.option_reference, i.id, i.{isp_column}, (SELECT id FROM new_event) "
+        f"FROM new_isps i JOIN new_options o ON o.id = i.{option_fk}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*offer_params, *option_params, *isp_params, *event_params])
-        rows = cursor.fetchall()
-    option_ids = {reference: option_id for option_id, reference, _, _, _ in rows}
-    isp_ids = {(reference, isp): isp_id for _, reference, isp_id, isp, _ in rows}
+        returned = cursor.fetchall()
+    option_ids = {reference: option_id for option_id, reference, _, _, _ in returned}
+    isp_ids = {(reference, isp): isp_id for _, reference, isp_id, isp, _ in returned}
     mark_inserted([offer], [], connection=connection)
     mark_inserted(options, [option_ids[option.option_reference] for option in options], connection=connection)
-    mark_inserted(isps, [isp_ids[(row.option.option_reference, row.isp)] for row in isps], connection=connection)
-    for row in isps:
-        row.option = row.option  # sets option_id (and keeps the cached option)
-    mark_inserted([event], [rows[0][4]], connection=connection)
+    mark_inserted([event], [returned[0][4]], connection=connection)
+    rows = []
+    for option, isp, power_w in isps:
+        row = instance_from_values(FlexOfferOptionIsp, {
+            "id": isp_ids[(option.option_reference, isp)], "isp": isp, "power_w": power_w, "option_id": option.pk,
+        }, connection=connection)
+        option_field.set_cached_value(row, option)
+        rows.append(row)
+    return rows
 
 
 def flex_offer_submit(
@@ -292,14 +326,14 @@ def flex_offer_submit(
                         price_eur=validate_price(option.price_eur), min_activation_factor=option.min_activation_factor)
         for option in options
     ]
-    isp_rows = [
-        FlexOfferOptionIsp(option=row, isp=isp.isp, power_w=isp.power_w)
+    isp_values = [
+        (row, isp.isp, isp.power_w)
         for row, option in zip(option_rows, options, strict=True)
         for isp in sorted(option.isps, key=lambda r: r.isp)
     ]
     event = audit_event(obj=offer, action="flex_offer.submitted", actor=actor, actor_label=actor_label,
                         after={**audit_payload(offer, OFFER_AUDIT_FIELDS), "options": len(options)})
-    _insert_offer(offer, option_rows, isp_rows, event)
+    isp_rows = _insert_offer(offer, option_rows, isp_values, event)
     for row in option_rows:
         remember_related(row, "isps", [isp for isp in isp_rows if isp.option is row])
     remember_related(offer, "options", option_rows)

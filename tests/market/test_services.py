@@ -430,6 +430,29 @@ class TestFlexOfferAcceptAndOrders:
         request.refresh_from_db()
         assert request.status == FlexRequest.Status.ORDERED  # option B covers the 20 kW asked for
 
+    def test_a_submitted_offer_comes_back_exactly_as_stored(self, world, tomorrow):
+        # The submission writes by hand (one statement on PostgreSQL) and builds the returned rows from what the
+        # database answered: they must be the stored rows, ids and all, for every option.
+        world.cp_north.mutex_offers_supported = True
+        world.cp_north.save()
+        request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow, reduction_w=20_000)
+        make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
+        isps = evening_isps(tomorrow)
+        offer = services.flex_offer_submit(
+            aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, flex_request=request,
+            expires_at=request.expires_at,
+            options=[option(power_w=-15_000, price="12.50", isps=isps, reference="A"),
+                     option(power_w=-20_000, price="18.00", isps=isps[:4], reference="B")])
+
+        def shape(options):
+            return [(o.pk, o.option_reference, o.price_eur, [(r.pk, r.option_id, r.isp, r.power_w) for r in o.isps.all()])
+                    for o in options]
+
+        stored = FlexOffer.objects.get(pk=offer.pk)
+        assert shape(offer.options.all()) == shape(stored.options.order_by("id").prefetch_related("isps"))
+        assert [len(o.isps.all()) for o in offer.options.all()] == [len(isps), 4]
+        assert AuditEvent.objects.filter(object_id=str(offer.pk), action="flex_offer.submitted").count() == 1
+
     def test_a_revocation_crossing_an_order_is_told_flexibility_procured(self, world, offer):
         seen_by_aggregator = FlexOffer.objects.get(pk=offer.pk)  # loaded before the DSO's order lands
         services.flex_offer_accept(flex_offer=offer, dso=world.gridco)
