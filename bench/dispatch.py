@@ -240,7 +240,7 @@ def main() -> None:
     commands = commands_for(order, sessions)
     connection.close()
 
-    gunicorn = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--worker-class", "gthread",
+    gunicorn = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
                 "--workers", str(args.server_workers), "--threads", str(args.server_threads), "--keep-alive", "30",
                 "--log-level", "warning"]
     celery = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "dispatch", "--concurrency",
@@ -249,8 +249,10 @@ def main() -> None:
     beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "WARNING",
             "--schedule", str(log_dir / "beat-schedule")]
     specs = [
-        ("web", [*gunicorn, "--bind", f"127.0.0.1:{web_port}"], base_env),
-        ("cpo", [*gunicorn, "--bind", f"127.0.0.1:{cpo_port}"],
+        ("web", [*gunicorn, "--bind", f"127.0.0.1:{web_port}", "config.wsgi:application"], base_env),
+        # The CPO answers profile PUTs straight from WSGI (sandbox.cpo_wsgi): it stands in for another company's
+        # system, which would not share our two cores.
+        ("cpo", [*gunicorn, "--bind", f"127.0.0.1:{cpo_port}", "sandbox.cpo_wsgi:application"],
          {**base_env, "SANDBOX_CPO_CONFIG": f"error_rate={args.error_rate},results=thread"}),
         ("worker", celery, base_env),
         ("beat", beat, base_env),

@@ -17,17 +17,21 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections, connection, models, transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -40,7 +44,7 @@ from aggregator.models import ChargingSession
 from aggregator.ocpi.transport import page_request, paginated_response
 from common import time as clock
 from common.exceptions import AdapterError
-from common.http import http_request
+from common.http import TRANSIENT_STATUS, USER_AGENT
 from sandbox.models import SandboxChargingProfile, SandboxCpoClient
 
 logger = logging.getLogger(__name__)
@@ -121,48 +125,89 @@ def _db_value(model: type[models.Model], name: str, value: Any) -> Any:
 def _client(request: HttpRequest) -> SandboxCpoClient | None:
     """The calling client, read fresh on every request (tests flip reject_all between calls). Raw SQL: every
     profile PUT of bench.dispatch comes through here, and the ORM's query building cost more than the query."""
-    for candidate in token_candidates(request.headers.get("Authorization")):  # decoded first, raw as fallback
+    return _client_and_session(request.headers, None)[0]
+
+
+def _client_and_session(headers: Headers, session_id: str | None) -> tuple[SandboxCpoClient | None, bool]:
+    """The calling client and, in the same query, whether `session_id` is one of its open sessions (when the
+    session is in the id -> row map already; else _session_known decides)."""
+    open_statuses = (ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE)
+    for candidate in token_candidates(headers.get("Authorization")):  # decoded first, raw as fallback
+        with _lock:
+            session_pk = _session_pks.get(candidate, {}).get(session_id) if session_id is not None else None
         with connection.cursor() as cursor:
-            cursor.execute("SELECT id, token_for_client, reject_all FROM sandbox_sandboxcpoclient "
-                           "WHERE token_from_client = %s", [candidate])
+            cursor.execute("SELECT id, token_for_client, reject_all, (SELECT status FROM aggregator_chargingsession "
+                           "WHERE id = %s) FROM sandbox_sandboxcpoclient WHERE token_from_client = %s",
+                           [None if session_pk is None else _db_value(ChargingSession, "id", session_pk), candidate])
             row = cursor.fetchone()
         if row is not None:
-            return SandboxCpoClient(id=row[0], token_from_client=candidate, token_for_client=row[1],
-                                    reject_all=bool(row[2]))
-    return None
+            client = SandboxCpoClient(id=row[0], token_from_client=candidate, token_for_client=row[1],
+                                      reject_all=bool(row[2]))
+            if session_id is None:
+                return client, False
+            if session_pk is None:
+                return client, _session_known(client, session_id)
+            return client, row[3] in open_statuses
+    return None, False
+
+
+# Request headers by name, case-insensitive: Django's request.headers, or sandbox.cpo_wsgi's view of the WSGI environ.
+Headers = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer without a web framework: the PUT receiver runs under Django and, in bench.dispatch, straight
+    from WSGI (sandbox.cpo_wsgi)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def as_response(self) -> HttpResponse:
+        response = HttpResponse(self.body, status=self.status, content_type=self.content_type)
+        for name, value in self.headers:
+            response[name] = value
+        return response
+
+
+def _answer(headers: Headers, body: dict[str, Any], status: int = 200,
+            extra: dict[str, str] | None = None) -> Answer:
+    """A JSON answer that echoes the request and correlation ids and mirrors the routing headers (OCPI-BRIEF 2.5:
+    the response goes back to the requester)."""
+    out: list[tuple[str, str]] = []
+    for header in ("X-Request-ID", "X-Correlation-ID"):
+        if headers.get(header):
+            out.append((header, headers[header]))
+    for ours, theirs in (("OCPI-from-country-code", "OCPI-to-country-code"), ("OCPI-from-party-id", "OCPI-to-party-id")):
+        if headers.get(theirs):
+            out.append((ours, headers[theirs]))
+        if headers.get(ours):
+            out.append((theirs, headers[ours]))
+    out.extend((extra or {}).items())
+    return Answer(status=status, body=json.dumps(body, cls=DjangoJSONEncoder).encode(), headers=tuple(out))
 
 
 def _reply(request: HttpRequest, body: dict[str, Any], status: int = 200,
-           headers: dict[str, str] | None = None) -> JsonResponse:
-    response = JsonResponse(body, status=status)
-    for header in ("X-Request-ID", "X-Correlation-ID"):
-        if request.headers.get(header):
-            response[header] = request.headers[header]
-    # Routing headers mirrored (OCPI-BRIEF 2.5): the response goes back to the requester.
-    for ours, theirs in (("OCPI-from-country-code", "OCPI-to-country-code"), ("OCPI-from-party-id", "OCPI-to-party-id")):
-        if request.headers.get(theirs):
-            response[ours] = request.headers[theirs]
-        if request.headers.get(ours):
-            response[theirs] = request.headers[ours]
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
+           headers: dict[str, str] | None = None) -> HttpResponse:
+    return _answer(request.headers, body, status, headers).as_response()
 
 
-def _injected_fault(config: CpoConfig) -> HttpResponse | None:
+def _injected_fault(config: CpoConfig) -> Answer | None:
     """Latency first, then at most one fault per request."""
     if config.latency_ms:
         time.sleep(config.latency_ms / 1000)
     if config.down:
         _count("fault_down")
-        return HttpResponse("CPO platform down for maintenance", status=503, content_type="text/plain")
+        return Answer(503, b"CPO platform down for maintenance", "text/plain")
     roll = random.random()
     if roll < config.error_rate:
         _count("fault_error")
-        return HttpResponse("internal error", status=500, content_type="text/plain")
+        return Answer(500, b"internal error", "text/plain")
     if roll < config.error_rate + config.garbage_rate:
         _count("fault_garbage")
-        return HttpResponse(b"<html><body>502 gateway</body></html>", status=200, content_type="text/html")
+        return Answer(200, b"<html><body>502 gateway</body></html>", "text/html")
     return None
 
 
@@ -186,7 +231,7 @@ def _valid_profile(body: Any) -> str | None:
     return None
 
 
-_session_pks: dict[int, dict[str, Any]] = {}  # client id -> {cpo_session_id: ChargingSession pk}
+_session_pks: dict[str, dict[str, Any]] = {}  # client token -> {cpo_session_id: ChargingSession pk}
 
 
 def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
@@ -194,13 +239,13 @@ def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
     no index on the session id alone) and reloaded on a miss; the status is read fresh from the row every time."""
     open_statuses = {ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE}
     with _lock:
-        known = _session_pks.get(client.pk)
+        known = _session_pks.get(client.token_from_client)
     if known is None or session_id not in known:
         ours = ChargingSession.objects.filter(
             charge_point__cpo__token_from_cpo_digest=token_digest(client.token_for_client))
         known = dict(ours.values_list("cpo_session_id", "pk"))
         with _lock:
-            _session_pks[client.pk] = known
+            _session_pks[client.token_from_client] = known
         if session_id not in known:
             # OCPI ids are CiString (case-insensitive).
             return ours.filter(cpo_session_id__iexact=session_id, status__in=open_statuses).exists()
@@ -214,20 +259,20 @@ def _session_known(client: SandboxCpoClient, session_id: str) -> bool:
 @csrf_exempt
 @require_http_methods(["PUT", "GET", "DELETE"])
 def charging_profile(request: HttpRequest, session_id: str) -> HttpResponse:
+    if request.method == "PUT":
+        return put_profile(request.headers, session_id, request.body).as_response()
     config = current_config()
     _count("receipts")
     fault = _injected_fault(config)
     if fault is not None:
-        return fault
-    client = _client(request)
+        return fault.as_response()
+    client, session_open = _client_and_session(request.headers, session_id)
     if client is None:
         return _reply(request, envelope(status_code=2000, status_message="Unknown token"), status=401)
-    if request.method == "PUT":
-        return _put_profile(request, client, session_id, config)
     response_url = request.GET.get("response_url", "")
     if not response_url.startswith(("http://", "https://")):
         return _reply(request, envelope(status_code=2001, status_message="response_url is required"))
-    if not _session_known(client, session_id):
+    if not session_open:
         return _reply(request, envelope(data={"result": "UNKNOWN_SESSION", "timeout": RESULT_TIMEOUT_S}))
     active = SandboxChargingProfile.objects.filter(client=client, session_id=session_id, is_active=True).first()
     if request.method == "DELETE":
@@ -243,18 +288,28 @@ def charging_profile(request: HttpRequest, session_id: str) -> HttpResponse:
     return _reply(request, envelope(data={"result": "ACCEPTED", "timeout": RESULT_TIMEOUT_S}))
 
 
-def _put_profile(request: HttpRequest, client: SandboxCpoClient, session_id: str, config: CpoConfig) -> HttpResponse:
+def put_profile(headers: Headers, session_id: str, raw_body: bytes) -> Answer:
+    """PUT {chargingprofiles}/{session_id}: SetChargingProfile. Answers the ChargingProfileResponse at once and, for
+    an ACCEPTED profile, posts the ChargingProfileResult to its response_url later."""
+    config = current_config()
+    _count("receipts")
+    fault = _injected_fault(config)
+    if fault is not None:
+        return fault
+    client, session_open = _client_and_session(headers, session_id)
+    if client is None:
+        return _answer(headers, envelope(status_code=2000, status_message="Unknown token"), status=401)
     try:
-        body = json.loads(request.body or b"null")
+        body = json.loads(raw_body or b"null")
     except ValueError:
-        return _reply(request, envelope(status_code=2001, status_message="Invalid JSON"), status=400)
+        return _answer(headers, envelope(status_code=2001, status_message="Invalid JSON"), status=400)
     problem = _valid_profile(body)
     if problem:
-        return _reply(request, envelope(status_code=2001, status_message=problem))
+        return _answer(headers, envelope(status_code=2001, status_message=problem))
     if config.too_often_rate and random.random() < config.too_often_rate:
         _count("fault_too_often")
-        return _reply(request, envelope(data={"result": "TOO_OFTEN", "timeout": RESULT_TIMEOUT_S}))
-    if not _session_known(client, session_id):
+        return _answer(headers, envelope(data={"result": "TOO_OFTEN", "timeout": RESULT_TIMEOUT_S}))
+    if not session_open:
         result = "UNKNOWN_SESSION"
     elif client.reject_all:
         result = "REJECTED"
@@ -270,7 +325,7 @@ def _put_profile(request: HttpRequest, client: SandboxCpoClient, session_id: str
         response_url, token = body["response_url"], client.token_for_client
         transaction.on_commit(lambda: _deliver_later(
             lambda: _post_profile_result(profile_id, response_url, token), config, task_profile_id=profile_id))
-    return _reply(request, envelope(data={"result": result, "timeout": RESULT_TIMEOUT_S}))
+    return _answer(headers, envelope(data={"result": result, "timeout": RESULT_TIMEOUT_S}))
 
 
 # One statement on PostgreSQL (bench.dispatch sends 10,000 PUTs; a transaction costs four round trips): lock the
@@ -349,26 +404,91 @@ def _deliver_later(send: Any, config: CpoConfig, *, task_profile_id: int | None 
 
         post_profile_result_task.delay(task_profile_id)
         return
+    global _results_in_flight
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox-cpo-results")
+        _results_in_flight += 1
     _pool.submit(_in_thread, send)
 
 
+_results_in_flight = 0
+_posted: list[int] = []  # profiles whose result was posted, not yet marked so in the database
+POSTED_BATCH = 50
+
+
 def _in_thread(send: Any) -> None:
+    global _results_in_flight
     close_old_connections()
     try:
         send()
     except Exception:
         logger.exception("sandbox CPO: posting a result failed")
     finally:
+        # Mark posted results in batches (one UPDATE per POSTED_BATCH, not per result), and always when the last
+        # result in flight is done, so none stays unmarked.
+        with _lock:
+            _results_in_flight -= 1
+            batch: list[int] = []
+            if _posted and (_results_in_flight == 0 or len(_posted) >= POSTED_BATCH):
+                batch = _posted[:]
+                _posted.clear()
+        if batch:
+            _mark_posted(batch)
         close_old_connections()
+
+
+def _mark_posted(profile_ids: list[int]) -> None:
+    try:
+        SandboxChargingProfile.objects.filter(pk__in=profile_ids).update(async_result="ACCEPTED",
+                                                                         result_posted_at=clock.now())
+    except Exception:
+        logger.exception("sandbox CPO: marking %d posted results failed", len(profile_ids))
+
+
+_http = threading.local()
+
+
+def _send_result(url: str, token: str, body: dict[str, Any]) -> None:
+    """POST one result over this thread's keep-alive connection to the host (http.client, not common.http: the
+    simulated CPO stands in for another company's system, and in bench.dispatch it shares the cores with the system
+    under test, so its side is kept lean). Failures raise AdapterError like common.http.http_request."""
+    parts = urlsplit(url)
+    connections: dict[tuple[str, str], http.client.HTTPConnection] = _http.__dict__.setdefault("connections", {})
+    key = (parts.scheme, parts.netloc)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    payload = json.dumps(body).encode()
+    headers = {"Authorization": token_header(token), "Content-Type": "application/json", "User-Agent": USER_AGENT}
+    for fresh in (False, True):
+        conn = connections.get(key)
+        reused = conn is not None
+        if conn is None:
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = connections[key] = kind(parts.netloc, timeout=settings.HTTP_READ_TIMEOUT_S)
+        try:
+            conn.request("POST", target, body=payload, headers=headers)
+            response = conn.getresponse()
+            text = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            connections.pop(key, None)
+            if reused and not fresh:
+                continue  # the server closed the idle connection: once more on a new one
+            raise AdapterError(f"POST {url} failed: {exc!r}", permanent=False) from exc
+        if response.will_close:
+            conn.close()
+            connections.pop(key, None)
+        if response.status >= 400:
+            raise AdapterError(f"POST {url} answered HTTP {response.status}: {text[:300]!r}",
+                               permanent=response.status < 500 and response.status not in TRANSIENT_STATUS,
+                               status_code=response.status)
+        return
 
 
 def _post(url: str, token: str, body: dict[str, Any]) -> None:
     for attempt in range(5):
         try:
-            http_request("POST", url, json=body, headers={"Authorization": token_header(token)})
+            _send_result(url, token, body)
             _count("results_posted")
             return
         except AdapterError as exc:
@@ -379,11 +499,10 @@ def _post(url: str, token: str, body: dict[str, Any]) -> None:
 
 
 def _post_profile_result(profile_id: int, response_url: str, token: str) -> None:
+    """Thread mode: POST the result, then queue the profile to be marked posted (_in_thread marks in batches)."""
     _post(response_url, token, {"result": "ACCEPTED"})
-    posted_at = _db_value(SandboxChargingProfile, "result_posted_at", clock.now())
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE sandbox_sandboxchargingprofile SET async_result = %s, result_posted_at = %s "
-                       "WHERE id = %s", ["ACCEPTED", posted_at, profile_id])
+    with _lock:
+        _posted.append(profile_id)
 
 
 # --- sessions SENDER (paginated) --------------------------------------------------------------------------------
@@ -412,7 +531,7 @@ def _ocpi_session(session: ChargingSession) -> dict[str, Any]:
 def sessions(request: HttpRequest) -> HttpResponse:
     fault = _injected_fault(current_config())
     if fault is not None:
-        return fault
+        return fault.as_response()
     client = _client(request)
     if client is None:
         return _reply(request, envelope(status_code=2000, status_message="Unknown token"), status=401)
