@@ -1,6 +1,9 @@
 """The PostgreSQL engine of meter data in: COPY into a staging table, then set-based SQL (same rules and
 results as the Python engine in meter_data; see meter_rules for the rules).
 
+0. A clean delivery for a market day with no readings yet goes the bulk path (meter_day_load): COPY straight
+   into a new table, indexed afterwards and attached as the day's partition of MeterReading. Anything else, or
+   that path giving up (it rolls itself back), takes the steps below.
 1. COPY the CSV (header checked and skipped) into a TEMP staging table, kWh and quality typed, EAN and ISP start
    as text; a sequence numbers the rows. A file PostgreSQL cannot type (a word where a number belongs, a line
    with the wrong number of fields) is copied again line by line, and split and checked in SQL, so every row
@@ -34,6 +37,7 @@ from settlement.models import (
     MeterReadingVersion,
 )
 from settlement.models.meter import DEFAULT_CONNECTION_LIMIT_KW
+from settlement.services import meter_day_load
 from settlement.services.meter_rules import AWARE_SHAPES, DETAIL, MIN_YEAR, NAIVE_SHAPES, MergeCounts, Reason, Span
 
 CHUNK = 1 << 20
@@ -47,6 +51,7 @@ class CopyOutcome:
     spans: dict[str, Span] = field(default_factory=dict)
     fallback: bool = False
     stage_s: float = 0.0
+    day_load: bool = False
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -152,12 +157,15 @@ def _scratch_drop(cursor: psycopg.Cursor) -> None:
     cursor.execute("DROP SEQUENCE IF EXISTS meter_stage_rows")
 
 
-def _stage_create(cursor: psycopg.Cursor, scope: Participant | None) -> None:
-    _scratch_drop(cursor)
+def _stage_create(cursor: psycopg.Cursor) -> None:
     cursor.execute("CREATE TEMP SEQUENCE meter_stage_rows")
     cursor.execute("""CREATE TEMP TABLE meter_stage (
         row_number bigint NOT NULL DEFAULT nextval('meter_stage_rows'), ean text, isp text,
         kwh_import numeric, kwh_export numeric, quality smallint) ON COMMIT DROP""")
+
+
+def _connections_create(cursor: psycopg.Cursor, scope: Participant | None) -> None:
+    """meter_conn: the EANs the sender may deliver for, with each one's kWh limit per ISP."""
     limit_sql = f"coalesce(cap.max_power_kw, %s) * {0.25}"
     dso_join = ""
     params: list[object] = [DEFAULT_CONNECTION_LIMIT_KW]
@@ -241,7 +249,15 @@ def copy_import(*, batch: MeterImportBatch, path: Path, scope: Participant | Non
         cursor: psycopg.Cursor = wrapper.cursor  # the psycopg 3 cursor: COPY needs it
         cursor.execute("SHOW TimeZone")
         time_zone = str(_one(cursor)[0])
-        _stage_create(cursor, scope)
+        _scratch_drop(cursor)
+        _connections_create(cursor, scope)
+        loaded = meter_day_load.day_load(cursor, batch_id=batch.pk, path=path,
+                                          progress=progress if callable(progress) else None)
+        if loaded is not None:  # a clean delivery for a new day: it is that day's partition now
+            _scratch_drop(cursor)
+            return CopyOutcome(received=loaded.received, rejected=0, counts=MergeCounts(accepted=loaded.received),
+                               spans=loaded.spans, stage_s=time.perf_counter() - started, day_load=True)
+        _stage_create(cursor)
         try:
             with transaction.atomic():
                 received = _copy_typed(cursor, path, progress, total)

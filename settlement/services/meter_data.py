@@ -283,10 +283,33 @@ def _rows_merge(*, batch: MeterImportBatch, rows: list[CheckedRow], now: datetim
     MeterReading.objects.bulk_create(new, batch_size=5000)
     # received_at is auto_now_add: bulk_create set it to the insert time, which is `now` within this transaction.
     MeterReadingVersion.objects.bulk_create(history, batch_size=5000)
-    MeterReading.objects.bulk_update(changed, ["kwh_import", "kwh_export", "quality", "version", "batch",
-                                               "received_at"], batch_size=2000)
+    if db_connection.vendor == "postgresql":
+        _readings_update_by_key(changed)
+    else:
+        MeterReading.objects.bulk_update(changed, ["kwh_import", "kwh_export", "quality", "version", "batch",
+                                                   "received_at"], batch_size=2000)
     counts.accepted, counts.corrected = len(new), len(changed)
     return counts
+
+
+def _readings_update_by_key(changed: list[MeterReading]) -> None:
+    """The corrected readings, found by (connection, isp_start): on PostgreSQL MeterReading is partitioned by day
+    and id has no index of its own (migration 0005), so an update by id would read every partition."""
+    table = MeterReading._meta.db_table
+    with db_connection.cursor() as cursor:
+        for offset in range(0, len(changed), 2000):
+            part = changed[offset:offset + 2000]
+            cursor.execute(
+                f"""UPDATE {table} m SET kwh_import = v.kwh_import, kwh_export = v.kwh_export, quality = v.quality,
+                           version = v.version, batch_id = v.batch_id, received_at = v.received_at
+                    FROM unnest(%s::varchar[], %s::timestamptz[], %s::numeric[], %s::numeric[], %s::smallint[],
+                                %s::integer[], %s::uuid[], %s::timestamptz[])
+                         AS v(ean, isp_start, kwh_import, kwh_export, quality, version, batch_id, received_at)
+                    WHERE m.connection_id = v.ean AND m.isp_start = v.isp_start""",  # noqa: S608 (table name)
+                [[r.connection_id for r in part], [r.isp_start for r in part], [r.kwh_import for r in part],
+                 [r.kwh_export for r in part], [r.quality for r in part], [r.version for r in part],
+                 [r.batch_id for r in part], [r.received_at for r in part]],
+            )
 
 
 def _spans(rows: Iterable[CheckedRow]) -> dict[str, Span]:

@@ -1,0 +1,207 @@
+"""The bulk path of the COPY engine: a clean delivery for a new market day becomes that day's partition; every
+other delivery goes through the general engine with the same verdicts as before.
+
+The line check runs anywhere; the rest needs PostgreSQL (partitions, COPY).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from common import isp as isp_time
+from settlement.ingest.clean_csv import CLEAN_LINE
+from settlement.models import MeterImportBatch, MeterReading, MeterReadingVersion
+from settlement.services import meter_csv_import
+from settlement.services.meter_day_load import partition_name
+from tests.conftest import World
+from tests.factories import next_ean
+from tests.settlement.test_meter_import import ON_POSTGRESQL, counts, import_csv, line, local, report, stored
+
+pg_only = pytest.mark.skipif(not ON_POSTGRESQL, reason="partitions and COPY need PostgreSQL")
+
+
+def clean(text: str) -> bool:
+    import re
+
+    return re.fullmatch(CLEAN_LINE, (text + "\n").encode()) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "871687400000000016,2026-11-26T00:00:00+01:00,0.047,0.000,0",
+    "871687400000000016,2026-11-26 23:45:00+01:00,13.8,0,1",
+    "871687400000000016,2026-03-29T03:15:00+02:00,0.047,1.5,0",
+    "871687400000000016,2026-11-26T00:30:00Z,123456789.123,0.000,0",
+    "871687400000000016,2026-11-26T00:30:00-14:45,0.047,0.000,0\r",
+])
+def test_clean_lines(text: str) -> None:
+    assert clean(text)
+
+
+@pytest.mark.parametrize("text", [
+    "871687400000000016,2026-11-26T00:00:00,0.047,0.000,0",          # naive
+    "871687400000000016,2026-11-26T00:07:00+01:00,0.047,0.000,0",    # off the quarter-hour
+    "871687400000000016,2026-11-26T00:00:30+01:00,0.047,0.000,0",    # seconds
+    "871687400000000016,2026-11-26T00:00:00+01:10,0.047,0.000,0",    # offset off the quarter-hour
+    "871687400000000016,2026-11-26T24:00:00+01:00,0.047,0.000,0",    # PostgreSQL would read it as the next day
+    "871687400000000016,2026-11-26T00:00:00+15:00,0.047,0.000,0",    # offset beyond 14 h
+    "871687400000000016,1969-12-31T23:00:00+01:00,0.047,0.000,0",    # before 1970
+    "871687400000000016,2026-13-26T00:00:00+01:00,0.047,0.000,0",    # month 13
+    "871687400000000016,2026-11-26T00:00:00.000+01:00,0.047,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01,0.047,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01:00,0.0475,0.000,0",   # 4 decimals: numeric(12, 3) would round
+    "871687400000000016,2026-11-26T00:00:00+01:00,-0.047,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01:00,4.7e-2,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01:00,NaN,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01:00, 0.047,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01:00,0.047,0.000,2",
+    '"871687400000000016",2026-11-26T00:00:00+01:00,0.047,0.000,0',
+    ",2026-11-26T00:00:00+01:00,0.047,0.000,0",
+    "871687400000000016,2026-11-26T00:00:00+01:00,0.047,0.000",
+    "",
+])
+def test_lines_the_bulk_path_leaves_to_the_general_engine(text: str) -> None:
+    assert not clean(text)
+
+
+def day_partition(day: date) -> str | None:
+    """The partition holding `day`, if it has one of its own."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)::text", [partition_name(day)])
+        return cursor.fetchone()[0]
+
+
+def partitions_of_readings() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT tableoid::regclass::text FROM settlement_meterreading")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def full_day(eans: list[str], day: date, kwh: str = "0.250") -> list[tuple[str, str, str, str, str]]:
+    return [line(ean, local(day, isp), kwh) for ean in eans for isp in range(1, isp_time.isp_count(day) + 1)]
+
+
+@pg_only
+@pytest.mark.django_db
+def test_a_clean_new_day_becomes_its_partition_and_is_settled_from_it(world: World, tomorrow: date,
+                                                                      tmp_path: Path) -> None:
+    eans = [c.ean for c in world.voltflex_connections]
+
+    result = import_csv(tmp_path, full_day(eans, tomorrow), "copy")
+
+    assert counts(result) == (288, 288, 0, 0, 0, 0) and result.batch.engine == "copy"
+    assert day_partition(tomorrow) == partition_name(tomorrow)
+    assert partitions_of_readings() == {partition_name(tomorrow)}
+    assert MeterReading.objects.filter(batch=result.batch, version=1, isp_start__gte=isp_time.day_start(tomorrow),
+                                       isp_start__lt=isp_time.day_end(tomorrow)).count() == 288
+    assert len({reading.pk for reading in MeterReading.objects.all()}) == 288  # ids from the table's sequence
+    with connection.cursor() as cursor:  # the index built after the load is the parent's index on that day
+        cursor.execute("SELECT p.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                       "JOIN pg_class p ON p.oid = i.inhparent WHERE c.relname = %s", [f"{partition_name(tomorrow)}_key"])
+        assert cursor.fetchone()[0] == "meter_reading_unique_per_isp"
+
+
+@pg_only
+@pytest.mark.django_db
+def test_resends_and_corrections_of_a_bulk_loaded_day_go_through_the_general_engine(
+    world: World, tomorrow: date, tmp_path: Path
+) -> None:
+    eans = [c.ean for c in world.voltflex_connections]
+    lines = full_day(eans, tomorrow)
+    first = import_csv(tmp_path, lines, "copy")
+    assert day_partition(tomorrow) is not None
+
+    replay = import_csv(tmp_path, lines, "copy", name="again.csv")
+    same_rows = import_csv(tmp_path, list(reversed(lines)), "copy", name="reordered.csv")
+    corrected = [line(eans[0], local(tomorrow, 1), "0.300"), *lines[1:3]]
+    correction = import_csv(tmp_path, corrected, "copy", name="correction.csv")
+
+    assert replay.replayed and replay.batch.pk == first.batch.pk
+    assert counts(same_rows) == (288, 0, 0, 288, 0, 0)
+    assert counts(correction) == (3, 0, 1, 2, 0, 0)
+    latest = MeterReading.objects.get(connection_id=eans[0], isp_start=isp_time.isp_start(tomorrow, 1))
+    assert (latest.kwh_import, latest.version, latest.batch_id) == (Decimal("0.300"), 2, correction.batch.pk)
+    assert list(MeterReadingVersion.objects.values_list("version", "kwh_import", "batch_id")) == [
+        (1, Decimal("0.250"), first.batch.pk)]
+    assert MeterReading.objects.count() == 288 and partitions_of_readings() == {partition_name(tomorrow)}
+
+
+@pg_only
+@pytest.mark.django_db
+@pytest.mark.parametrize("spoil", ["unknown", "implausible", "duplicate", "naive", "next_day", "four_decimals",
+                                   "stored_before"])
+def test_a_delivery_that_is_not_clean_or_not_new_gets_the_general_engines_verdicts(
+    world: World, tomorrow: date, tmp_path: Path, spoil: str
+) -> None:
+    eans = [c.ean for c in world.voltflex_connections]
+    lines = full_day(eans, tomorrow)
+    naive = isp_time.isp_start(tomorrow, 5).astimezone(isp_time.MARKET_TZ).strftime("%Y-%m-%dT%H:%M:%S")
+    unknown = next_ean()
+    extra = {
+        "unknown": line(unknown, local(tomorrow, 1)),
+        "implausible": line(eans[0], local(tomorrow, 1), "13.801"),
+        "duplicate": line(eans[1], local(tomorrow, 7), "0.251"),
+        "naive": line(eans[2], naive),
+        "next_day": line(eans[0], local(tomorrow + timedelta(days=1), 1)),
+        "four_decimals": line(eans[2], local(tomorrow, 9), "0.2501"),
+        "stored_before": None,
+    }[spoil]
+    if extra is not None:
+        lines.append(extra)
+    else:  # a reading of the day already stored (in the default partition): the day is not new
+        import_csv(tmp_path, [line(eans[0], local(tomorrow, 1))], "python", name="earlier.csv")
+
+    copy_result = import_csv(tmp_path, lines, "copy")
+    copy_view = (counts(copy_result), report(copy_result), stored())
+
+    assert day_partition(tomorrow) is None
+    expected_rejections = {
+        "unknown": [(289, "unknown_connection", unknown, local(tomorrow, 1))],
+        "implausible": [(289, "implausible_energy", eans[0], local(tomorrow, 1))],
+        "duplicate": [(96 + 7, "duplicate_in_file", eans[1], local(tomorrow, 7)),
+                      (289, "duplicate_in_file", eans[1], local(tomorrow, 7)),
+                      (None, "gap", eans[1], isp_time.isp_start(tomorrow, 7).isoformat())],  # neither stored
+        "naive": [(289, "naive_datetime", eans[2], naive)],
+        "next_day": [],
+        "four_decimals": [(289, "malformed", eans[2], local(tomorrow, 9))],
+        "stored_before": [],
+    }[spoil]
+    assert copy_view[1] == expected_rejections
+    # The same delivery through the Python engine on a fresh store: the same counts, report and readings.
+    MeterReading.objects.all().delete()
+    MeterImportBatch.objects.all().delete()
+    if spoil == "stored_before":
+        import_csv(tmp_path, [line(eans[0], local(tomorrow, 1))], "python", name="earlier.csv")
+    python_result = meter_csv_import(path=tmp_path / "meter.csv", engine="python")
+    assert (counts(python_result), report(python_result), stored()) == copy_view
+
+
+@pg_only
+@pytest.mark.django_db
+@pytest.mark.parametrize("spoiled", [False, True], ids=["clean", "naive_line"])
+def test_the_line_check_of_a_large_file_runs_in_a_second_process_with_the_same_outcome(
+    world: World, tomorrow: date, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spoiled: bool
+) -> None:
+    from settlement.services import meter_day_load
+
+    monkeypatch.setattr(meter_day_load, "CHECK_APART_BYTES", 0)
+    eans = [c.ean for c in world.voltflex_connections]
+    lines = full_day(eans, tomorrow)
+    naive = isp_time.isp_start(tomorrow, 5).astimezone(isp_time.MARKET_TZ).strftime("%Y-%m-%dT%H:%M:%S")
+    if spoiled:
+        lines[100] = line(eans[1], naive)
+
+    result = import_csv(tmp_path, lines, "copy")
+
+    if spoiled:
+        assert day_partition(tomorrow) is None
+        assert report(result) == [(101, "naive_datetime", eans[1], naive),
+                                  (None, "gap", eans[1], isp_time.isp_start(tomorrow, 5).isoformat())]
+        assert counts(result) == (288, 287, 0, 0, 1, 1)
+    else:
+        assert day_partition(tomorrow) == partition_name(tomorrow)
+        assert counts(result) == (288, 288, 0, 0, 0, 0)
