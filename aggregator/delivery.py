@@ -81,12 +81,40 @@ def outbox_put(commands: Sequence[Command]) -> list[Command]:
             superseded += Command.objects.filter(session_id__in=chunk, status=Status.PENDING,
                                                  kind__in=PROFILE_CHANGING).update(
                 status=Status.SUPERSEDED, next_attempt_at=None, updated_at=now)
-        created = Command.objects.bulk_create(commands, batch_size=1000)
+        created = _bulk_insert(commands)
         ids = [str(command.pk) for command in created]
         transaction.on_commit(lambda: enqueue_send(ids))
     if superseded:
         logger.info("outbox: %d new commands superseded %d unsent ones", len(created), superseded)
     return created
+
+
+COPY_MIN_ROWS = 200  # below this bulk_create is as quick
+
+
+def _bulk_insert(commands: Sequence[Command]) -> list[Command]:
+    """INSERT new commands. On PostgreSQL with COPY: for an order's 10,000 commands bulk_create spent seconds
+    building and quoting parameters (bench.dispatch's clock runs meanwhile and no worker can start); COPY takes the
+    rows as they are. Same rows, same transaction, no signals either way (bulk_create sends none)."""
+    if connection.vendor != "postgresql" or len(commands) < COPY_MIN_ROWS:
+        return Command.objects.bulk_create(commands, batch_size=1000)
+    from psycopg.types.json import Jsonb
+
+    fields = list(Command._meta.concrete_fields)
+    json_fields = {field.attname for field in fields if isinstance(field, models.JSONField)}
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    with connection.cursor() as cursor, cursor.cursor.copy(
+            f"COPY aggregator_chargingprofilecommand ({columns}) FROM STDIN") as copy:  # noqa: S608 - model columns
+        for command in commands:
+            row = []
+            for field in fields:
+                value = field.pre_save(command, add=True)  # auto_now(_add) timestamps, like bulk_create
+                row.append(Jsonb(value) if field.attname in json_fields and value is not None else value)
+            copy.write_row(row)
+    for command in commands:
+        command._state.adding = False
+        command._state.db = connection.alias
+    return list(commands)
 
 
 def enqueue_send(command_ids: Sequence[str], *, countdown_s: float | None = None) -> int:

@@ -278,9 +278,11 @@ def main() -> None:
                 delivery.outbox_put(commands)
             queued_s = time.monotonic() - started
             final = set(ChargingProfileCommand.FINAL_STATUSES)
+            # Counted through the (flex_order, status) index: only the open commands' entries are read, not all.
+            still_open = [status for status in ChargingProfileCommand.Status.values if status not in final]
             last_print = started
             while True:
-                open_count = ChargingProfileCommand.objects.filter(flex_order=order).exclude(status__in=final).count()
+                open_count = ChargingProfileCommand.objects.filter(flex_order=order, status__in=still_open).count()
                 now = time.monotonic()
                 if open_count == 0 or now - started > args.deadline_s:
                     break

@@ -250,6 +250,24 @@ class TestSupersedingAndOrdering:
         assert statuses(new) == {Status.ACCEPTED: 2}
         assert not any(fake_cpo.receipts[url] for url in response_urls(old))
 
+    def test_a_large_outbox_write_stores_exactly_the_commands_and_supersedes(self, world, cpo, fake_cpo, clock,
+                                                                              monkeypatch):
+        # Large writes go through COPY on PostgreSQL (bulk_create elsewhere); the threshold is lowered to test it.
+        monkeypatch.setattr(delivery, "COPY_MIN_ROWS", 1)
+        sessions = sessions_at(world, cpo, 3)
+        old = put(new_commands(sessions), monkeypatch)
+        written = new_commands(sessions, limit_w=3700)
+        new = put(written, monkeypatch)
+        assert statuses(old) == {Status.SUPERSEDED: 3}
+        fields = [field.attname for field in Command._meta.concrete_fields]
+        for command in written:
+            stored = Command.objects.get(pk=command.pk)
+            assert {name: getattr(stored, name) for name in fields} == {name: getattr(command, name) for name in fields}
+            assert not command._state.adding
+        drive(new, clock)
+        assert statuses(new) == {Status.ACCEPTED: 3}
+        assert_each_applied_once(fake_cpo, new)
+
     def test_a_command_in_backoff_is_superseded_too(self, world, cpo, fake_cpo, clock, monkeypatch):
         sessions = sessions_at(world, cpo, 1)
         old = put(new_commands(sessions), monkeypatch)
