@@ -11,8 +11,10 @@ orders (one per point, 16 evening ISPs). Then, each step timed on its own:
    offsets, 30 % of connections exporting; not timed);
 2. raw_copy_s: `COPY` of that file into a bare table (text, timestamptz, numeric, numeric, smallint) through
    psycopg 3, commit included -- the reference (LIMITS.md, row (a));
-3. import_s: settlement.services.meter_csv_import(engine="copy"): staging COPY, validation, merge into
-   MeterReading (unique index on connection + ISP), batch and report, commit included;
+3. import_s: settlement.services.meter_csv_import(engine="copy"), the path `import_meter_data` takes: file hash,
+   batch, every row validated, readings stored with their (connection, ISP) unique index, report and commit. A
+   clean file for a new day takes the bulk path (COPY into a new table, index built after, attached as the
+   day's partition of MeterReading); `bulk_path` in the last line says whether it did;
 4. vacuum_s: VACUUM (ANALYZE) of the readings table afterwards (reported, not part of import_s);
 5. settle_s: settlement.services.settle_day(period=day) for the day's orders.
 
@@ -216,6 +218,11 @@ def main() -> None:
               f"gaps {result.gaps}", flush=True)
         if result.accepted != readings:
             sys.exit(f"import stored {result.accepted} of {readings} readings")
+        from settlement.services.meter_day_load import partition_name
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [partition_name(day)])
+            bulk_path = bool(cursor.fetchone()[0])
 
         started = time.perf_counter()
         with connection.cursor() as cursor:
@@ -240,6 +247,7 @@ def main() -> None:
             "settle_s": round(settle_s, 2),
             "orders_settled": settled,
             "vacuum_s": round(vacuum_s, 2),
+            "bulk_path": bulk_path,
             "connections": args.connections,
             "load_avg_1m": round(load[0], 2),
         }))

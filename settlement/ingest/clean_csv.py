@@ -7,8 +7,9 @@ An EAN of digits; an ISP start with an offset, on a quarter-hour (minutes 00/15/
 That is rules 1, 2, 4 and 5 of meter_rules passed. A day the calendar lacks (30 February) passes here and makes
 COPY fail, which sends the file to the general engine as well.
 
-No Django here: for a large file the check runs as its own process (`python -m settlement.ingest.clean_csv FILE`,
-exit status 0 when clean, 1 when not), on the second core while PostgreSQL parses the file.
+No Django here: for a large file the check runs as its own process (`python -m settlement.ingest.clean_csv FILE`:
+exit status 0 and the file's EANs one per line when clean, 1 when not), on the second core while PostgreSQL
+parses the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ CLEAN_LINE = (
     + _KWH + rb"," + _KWH + rb",[01]\r?\n"
 )
 _CLEAN_LINES = re.compile(rb"(?:" + CLEAN_LINE + rb")*")
+# The same line with its EAN captured, anchored at line starts: as many matches as lines means every line matched.
+_EAN_OF_CLEAN_LINE = re.compile(rb"^([0-9]{1,18})," + CLEAN_LINE[len(rb"[0-9]{1,18},"):], re.MULTILINE)
 
 
 def lines_clean(data: bytes) -> bool:
@@ -33,20 +36,36 @@ def lines_clean(data: bytes) -> bool:
     return _CLEAN_LINES.fullmatch(data) is not None
 
 
-def file_clean(path: str) -> bool:
-    """Every data line of the CSV file (after the header) has the clean shape; a last line without its newline
-    counts as if it had one."""
+def _eans_of_clean_lines(data: bytes) -> list[bytes] | None:
+    found = _EAN_OF_CLEAN_LINE.findall(data)
+    return found if len(found) == data.count(b"\n") else None
+
+
+def file_eans(path: str) -> set[bytes] | None:
+    """The EANs of a CSV file whose data lines (after the header) all have the clean shape, else None. A last
+    line without its newline counts as if it had one."""
+    eans: set[bytes] = set()
     rest = b""
     with open(path, "rb") as handle:
         handle.readline()
         for chunk in iter(lambda: handle.read(CHUNK), b""):
             data = rest + chunk
             cut = data.rfind(b"\n") + 1
-            if not _CLEAN_LINES.fullmatch(data, 0, cut):
-                return False
+            found = _eans_of_clean_lines(data[:cut])
+            if found is None:
+                return None
+            eans.update(found)
             rest = data[cut:]
-    return not rest or lines_clean(rest + b"\n")
+    if rest:
+        found = _eans_of_clean_lines(rest + b"\n")
+        if found is None:
+            return None
+        eans.update(found)
+    return eans
 
 
 if __name__ == "__main__":
-    sys.exit(0 if file_clean(sys.argv[1]) else 1)
+    clean_eans = file_eans(sys.argv[1])
+    if clean_eans is None:
+        sys.exit(1)
+    sys.stdout.buffer.write(b"\n".join(sorted(clean_eans)))

@@ -5,13 +5,13 @@ Maintaining the (connection, isp_start) unique index row by row, or a second pas
 several times the COPY itself; here the file is parsed once, by COPY, straight into the table that keeps it.
 
 The rules (meter_rules) still hold for every row, split between the client and the server:
-- Every line must have the clean shape (settlement.ingest.clean_csv: rules 1, 2, 4 and 5 passed), checked in a
-  second process while the file streams (a large file) or before (a small one).
+- Every line must have the clean shape (settlement.ingest.clean_csv: rules 1, 2, 4 and 5 passed); the same pass
+  collects the file's EANs. For a large file it runs as a second process while the file streams to COPY.
 - PostgreSQL: CHECK constraints during COPY (every row in the first row's market day; kWh within the largest
-  limit of the sender's connections), the unique index build (rule 7: any duplicate fails it), then over the
-  index: every EAN a connection of the sender's (rule 3) and the connections with a lower limit within it (rule
-  6). When every connection has every ISP of the day there are no gaps; otherwise one GROUP BY finds the spans
-  for the gap check.
+  limit of the sender's connections); the EANs against the sender's connections (rule 3); the unique index build
+  (rule 7: any duplicate fails it); over that index, connections with a lower limit (rule 6). When the
+  connections times the day's ISPs equal the rows, every connection has every ISP (no gaps); otherwise one
+  GROUP BY finds the spans for the gap check.
 Anything else -- one line that does not match, a second day, an unknown EAN, a duplicate, a day with readings
 already -- rolls the attempt back to its savepoint and the caller runs the general engine (staging table,
 per-row verdicts and rejection report, merge with versions), which gives every row its exact verdict.
@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from common import isp as isp_time
-from settlement.ingest.clean_csv import file_clean, lines_clean
+from settlement.ingest.clean_csv import file_eans, lines_clean
 from settlement.models import MeterReading
 from settlement.services.meter_rules import Span
 
@@ -87,18 +87,22 @@ def _check_apart(path: Path) -> subprocess.Popen[bytes] | None:
         return None
     try:
         return subprocess.Popen([sys.executable, "-m", "settlement.ingest.clean_csv", str(path)],  # noqa: S603
-                                cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                                cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     except OSError:
         return None
 
 
-def _checked_apart(check: subprocess.Popen[bytes] | None, path: Path) -> bool:
-    """The second process's verdict; the check runs here if there was none or it did not finish properly."""
+def _checked_eans(check: subprocess.Popen[bytes] | None, path: Path) -> set[str] | None:
+    """The EANs of a clean file, or None: the second process's answer, or the check run here if there was no
+    such process or it did not finish properly."""
     if check is not None:
-        status = check.wait()
-        if status in (0, 1):
-            return status == 0
-    return file_clean(str(path))
+        output, _ = check.communicate()
+        if check.returncode == 1:
+            return None
+        if check.returncode == 0:
+            return {ean.decode() for ean in output.split(b"\n") if ean}
+    eans = file_eans(str(path))
+    return None if eans is None else {ean.decode() for ean in eans}
 
 
 def _stream(cursor: psycopg.Cursor, table: sql.Identifier, path: Path,
@@ -117,24 +121,18 @@ def _stream(cursor: psycopg.Cursor, table: sql.Identifier, path: Path,
     return int(cursor.rowcount)
 
 
-def _connections_check(cursor: psycopg.Cursor, table: sql.Identifier, top_limit: object) -> int:
-    """Rules 3 and 6 over the new unique index; returns the number of connections in the delivery.
-
-    The distinct EANs come from a skip scan (one index descent per connection, not a pass over every row)."""
-    cursor.execute(sql.SQL("""
-        WITH RECURSIVE eans AS (
-            (SELECT connection_id FROM {table} ORDER BY connection_id LIMIT 1)
-            UNION ALL
-            SELECT (SELECT t.connection_id FROM {table} t WHERE t.connection_id > e.connection_id
-                    ORDER BY t.connection_id LIMIT 1)
-            FROM eans e WHERE e.connection_id IS NOT NULL)
-        SELECT count(*), count(*) FILTER (WHERE c.ean IS NULL)
-        FROM eans e LEFT JOIN meter_conn c ON c.ean = e.connection_id::text
-        WHERE e.connection_id IS NOT NULL""").format(table=table))
-    row = cursor.fetchone()
-    if row is None or row[1]:
+def _eans_check(cursor: psycopg.Cursor, eans: set[str]) -> None:
+    """Rule 3: every EAN of the delivery is a connection the sender may deliver for."""
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM unnest(%s::text[]) e(ean) LEFT JOIN meter_conn c USING (ean) "
+                   "WHERE c.ean IS NULL)", [sorted(eans)])
+    unknown = cursor.fetchone()
+    if unknown is None or unknown[0]:
         raise NotBulk("an EAN that is not a connection of the sender's")
-    # The CHECK held every kWh to the largest limit; connections with a smaller one are looked at one by one.
+
+
+def _lower_limits_check(cursor: psycopg.Cursor, table: sql.Identifier, top_limit: object) -> None:
+    """Rule 6 for connections whose limit is below the one the CHECK enforced, over the new unique index
+    (usually there are none)."""
     cursor.execute(sql.SQL("""
         SELECT EXISTS (SELECT 1 FROM meter_conn c JOIN {table} t ON t.connection_id = c.ean
                        WHERE c.limit_kwh < %s AND (t.kwh_import > c.limit_kwh OR t.kwh_export > c.limit_kwh))""")
@@ -142,7 +140,6 @@ def _connections_check(cursor: psycopg.Cursor, table: sql.Identifier, top_limit:
     implausible = cursor.fetchone()
     if implausible is None or implausible[0]:
         raise NotBulk("more energy than a connection's limit")
-    return int(row[0])
 
 
 def _spans(cursor: psycopg.Cursor, table: sql.Identifier) -> dict[str, Span]:
@@ -178,10 +175,12 @@ def _load(cursor: psycopg.Cursor, *, day: date, batch_id: object, path: Path,
     except BaseException:
         if check is not None:
             check.kill()
-            check.wait()
+            check.communicate()
         raise
-    if not _checked_apart(check, path):
+    eans = _checked_eans(check, path)
+    if eans is None:
         raise NotBulk("a line outside the clean shape")
+    _eans_check(cursor, eans)
     if progress is not None:
         progress("index", 0, received)
     cursor.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_MEMORY)))
@@ -189,8 +188,8 @@ def _load(cursor: psycopg.Cursor, *, day: date, batch_id: object, path: Path,
     # (connection, ISP) fails the build.
     cursor.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (connection_id, isp_start)").format(
         sql.Identifier(f"{name}_key"), table))
-    connections = _connections_check(cursor, table, top_limit)
-    complete = connections * isp_time.isp_count(day) == received  # unique and within the day: every ISP there
+    _lower_limits_check(cursor, table, top_limit)
+    complete = len(eans) * isp_time.isp_count(day) == received  # unique and within the day: every ISP there
     spans = {} if complete else _spans(cursor, table)
     cursor.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}, ALTER COLUMN batch_id DROP DEFAULT, "
                            "ALTER COLUMN version DROP DEFAULT, ALTER COLUMN received_at DROP DEFAULT").format(

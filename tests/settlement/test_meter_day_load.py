@@ -205,3 +205,32 @@ def test_the_line_check_of_a_large_file_runs_in_a_second_process_with_the_same_o
     else:
         assert day_partition(tomorrow) == partition_name(tomorrow)
         assert counts(result) == (288, 288, 0, 0, 0, 0)
+
+
+def test_the_line_check_collects_the_eans_of_a_clean_file_only(tmp_path: Path) -> None:
+    from settlement.ingest.clean_csv import file_eans
+
+    path = tmp_path / "meter.csv"
+    path.write_bytes(b"connection_ean,isp_start,kwh_import,kwh_export,quality\r\n"
+                     b"871687400000000016,2026-11-26T00:00:00+01:00,0.047,0.000,0\r\n"
+                     b"871687400000000023,2026-11-26T00:00:00+01:00,0.047,0.000,1\r\n"
+                     b"871687400000000016,2026-11-26T00:15:00+01:00,0.047,0.000,0")  # no newline at the end
+    assert file_eans(str(path)) == {b"871687400000000016", b"871687400000000023"}
+    path.write_bytes(path.read_bytes() + b"\n871687400000000016,2026-11-26T00:30:00,0.047,0.000,0\n")
+    assert file_eans(str(path)) is None
+
+
+@pg_only
+@pytest.mark.django_db
+def test_a_clean_new_day_with_a_missing_isp_is_bulk_loaded_and_the_gap_reported(
+    world: World, tomorrow: date, tmp_path: Path
+) -> None:
+    eans = [c.ean for c in world.voltflex_connections]
+    lines = full_day(eans, tomorrow)
+    del lines[96 + 10]  # the second connection's ISP 11
+
+    result = import_csv(tmp_path, lines, "copy")
+
+    assert day_partition(tomorrow) == partition_name(tomorrow)
+    assert counts(result) == (287, 287, 0, 0, 0, 1)
+    assert report(result) == [(None, "gap", eans[1], isp_time.isp_start(tomorrow, 11).isoformat())]

@@ -41,6 +41,8 @@ class ProgressLines:
             text = f"copy {done / 1e6:,.0f} of {total / 1e6:,.0f} MB ({done * 100 // max(total, 1)} %)"
         elif stage == "merge":
             text = f"validating and merging {done or total:,} rows"
+        elif stage == "index":
+            text = f"indexing {total:,} rows of a new day (bulk path)"
         else:
             text = f"{stage} {done:,}"
         self.stream.write(f"[{now - self.started:6.1f} s] {text}\n")
