@@ -27,8 +27,10 @@ CLEAN_LINE = (
     + _KWH + rb"," + _KWH + rb",[01]\r?\n"
 )
 _CLEAN_LINES = re.compile(rb"(?:" + CLEAN_LINE + rb")*")
-# The same line with its EAN captured, anchored at line starts: as many matches as lines means every line matched.
-_EAN_OF_CLEAN_LINE = re.compile(rb"^([0-9]{1,18})," + CLEAN_LINE[len(rb"[0-9]{1,18},"):], re.MULTILINE)
+_AFTER_EAN = CLEAN_LINE[len(rb"[0-9]{1,18},"):]
+# A run of clean lines with the same EAN (a file is usually connection by connection): one match, one EAN object
+# per run rather than per line.
+_CLEAN_RUN = re.compile(rb"([0-9]{1,18}),(?:" + _AFTER_EAN + rb")(?:\1,(?:" + _AFTER_EAN + rb"))*")
 
 
 def lines_clean(data: bytes) -> bool:
@@ -36,9 +38,16 @@ def lines_clean(data: bytes) -> bool:
     return _CLEAN_LINES.fullmatch(data) is not None
 
 
-def _eans_of_clean_lines(data: bytes) -> list[bytes] | None:
-    found = _EAN_OF_CLEAN_LINE.findall(data)
-    return found if len(found) == data.count(b"\n") else None
+def _eans_of_clean_lines(data: bytes) -> set[bytes] | None:
+    """The EANs of `data` (whole lines) if every line is clean: the runs must tile it without a byte between."""
+    eans: set[bytes] = set()
+    end = 0
+    for run in _CLEAN_RUN.finditer(data):
+        if run.start() != end:
+            return None
+        end = run.end()
+        eans.add(run.group(1))
+    return eans if end == len(data) else None
 
 
 def file_eans(path: str) -> set[bytes] | None:
