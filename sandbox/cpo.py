@@ -296,17 +296,24 @@ def put_profile(headers: Headers, session_id: str, raw_body: bytes) -> Answer:
     fault = _injected_fault(config)
     if fault is not None:
         return fault
+    try:
+        body = json.loads(raw_body or b"null")
+        problem = _valid_profile(body)
+    except ValueError:
+        body, problem = None, "Invalid JSON"
+    too_often = not problem and bool(config.too_often_rate) and random.random() < config.too_often_rate
+    if not problem and not too_often:
+        applied = _put_in_one_statement(headers, session_id, body)
+        if applied is not None:
+            return _applied(headers, config, body, *applied)
     client, session_open = _client_and_session(headers, session_id)
     if client is None:
         return _answer(headers, envelope(status_code=2000, status_message="Unknown token"), status=401)
-    try:
-        body = json.loads(raw_body or b"null")
-    except ValueError:
-        return _answer(headers, envelope(status_code=2001, status_message="Invalid JSON"), status=400)
-    problem = _valid_profile(body)
+    if problem == "Invalid JSON":
+        return _answer(headers, envelope(status_code=2001, status_message=problem), status=400)
     if problem:
         return _answer(headers, envelope(status_code=2001, status_message=problem))
-    if config.too_often_rate and random.random() < config.too_often_rate:
+    if too_often:
         _count("fault_too_often")
         return _answer(headers, envelope(data={"result": "TOO_OFTEN", "timeout": RESULT_TIMEOUT_S}))
     if not session_open:
@@ -316,16 +323,83 @@ def put_profile(headers: Headers, session_id: str, raw_body: bytes) -> Answer:
     else:
         result = "ACCEPTED"
     profile_id, repeat = _apply_profile(client, session_id, body, result)
+    return _applied(headers, config, body, client.token_for_client, result, profile_id, repeat)
+
+
+def _applied(headers: Headers, config: CpoConfig, body: dict[str, Any], token: str, result: str, profile_id: int,
+             repeat: bool) -> Answer:
+    """Count what happened, post the result later for an ACCEPTED profile, and answer."""
     if repeat:
         # The same command again (its sender lost our answer): PUT replaces the profile with itself.
         _count("repeats")
     else:
         _count("applied" if result == "ACCEPTED" else f"answered_{result.lower()}")
     if result == "ACCEPTED":
-        response_url, token = body["response_url"], client.token_for_client
+        response_url = body["response_url"]
         transaction.on_commit(lambda: _deliver_later(
             lambda: _post_profile_result(profile_id, response_url, token), config, task_profile_id=profile_id))
     return _answer(headers, envelope(data={"result": result, "timeout": RESULT_TIMEOUT_S}))
+
+
+# The usual PUT as one statement on PostgreSQL (bench.dispatch sends 10,000): the client by its token, the verdict
+# from the session's status and the client's reject_all, then _APPLY_SQL's steps. Nothing is written when the
+# token is unknown (the caller then takes the general path, which answers 401).
+_PUT_SQL = """
+WITH client AS (
+    SELECT id, token_for_client, reject_all FROM sandbox_sandboxcpoclient WHERE token_from_client = %(token)s
+), verdict AS (
+    SELECT client.id AS client_id, CASE
+        WHEN (SELECT status FROM aggregator_chargingsession WHERE id = %(session_pk)s) IN (%(pending)s, %(active)s)
+        THEN CASE WHEN client.reject_all THEN 'REJECTED' ELSE 'ACCEPTED' END
+        ELSE 'UNKNOWN_SESSION' END AS result
+    FROM client
+), active AS (
+    SELECT profile.id, profile.response_url FROM sandbox_sandboxchargingprofile profile, verdict
+    WHERE profile.client_id = verdict.client_id AND profile.session_id = %(session)s AND profile.is_active
+    FOR UPDATE OF profile
+), repeat AS (
+    SELECT active.id FROM active, verdict WHERE verdict.result = 'ACCEPTED' AND active.response_url = %(url)s
+), retired AS (
+    UPDATE sandbox_sandboxchargingprofile SET is_active = FALSE
+    WHERE id IN (SELECT id FROM active) AND (SELECT result FROM verdict) = 'ACCEPTED'
+    AND NOT EXISTS (SELECT 1 FROM repeat)
+), inserted AS (
+    INSERT INTO sandbox_sandboxchargingprofile
+        (client_id, session_id, charging_profile, response_url, sync_result, async_result, received_at, is_active)
+    SELECT verdict.client_id, %(session)s, %(profile)s, %(url)s, verdict.result, '', %(now)s,
+           verdict.result = 'ACCEPTED'
+    FROM verdict WHERE NOT EXISTS (SELECT 1 FROM repeat)
+    RETURNING id
+)
+SELECT (SELECT token_for_client FROM client), (SELECT result FROM verdict), (SELECT id FROM inserted),
+       (SELECT min(id) FROM repeat)
+"""
+
+
+def _put_in_one_statement(headers: Headers, session_id: str, body: dict[str, Any]
+                          ) -> tuple[str, str, int, bool] | None:
+    """(token for the client, result, profile id, repeat) of a valid PUT, or None: not PostgreSQL, a session not in
+    the id -> row map yet, an unknown token, or one that is only known in its raw (not Base64) reading."""
+    if connection.vendor != "postgresql":
+        return None
+    candidates = token_candidates(headers.get("Authorization"))
+    if not candidates:
+        return None
+    with _lock:
+        session_pk = _session_pks.get(candidates[0], {}).get(session_id)
+    if session_pk is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_PUT_SQL, {
+            "token": candidates[0], "session_pk": _db_value(ChargingSession, "id", session_pk),
+            "pending": ChargingSession.Status.PENDING, "active": ChargingSession.Status.ACTIVE,
+            "session": session_id, "url": body["response_url"],
+            "profile": _db_value(SandboxChargingProfile, "charging_profile", body["charging_profile"]),
+            "now": _db_value(SandboxChargingProfile, "received_at", clock.now())})
+        token, result, inserted, repeated = cursor.fetchone()
+    if token is None:
+        return None
+    return (token, result, int(repeated), True) if inserted is None else (token, result, int(inserted), False)
 
 
 # One statement on PostgreSQL (bench.dispatch sends 10,000 PUTs; a transaction costs four round trips): lock the

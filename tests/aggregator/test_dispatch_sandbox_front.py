@@ -16,7 +16,7 @@ import pytest
 
 from aggregator.adapters.ocpi import set_charging_profile_body, token_header
 from aggregator.delivery import response_url_for
-from aggregator.models import ChargingProfileCommand
+from aggregator.models import ChargingProfileCommand, ChargingSession
 from common import time as clock
 from common.exceptions import AdapterError
 from sandbox import cpo as sandbox_cpo
@@ -116,6 +116,25 @@ class TestWsgiFront:
         assert json.loads(first[2])["data"]["result"] == json.loads(again[2])["data"]["result"] == "ACCEPTED"
         assert SandboxChargingProfile.objects.count() == 1
         assert sandbox_cpo._stats["repeats"] == 1
+
+    def test_verdicts_follow_the_client_and_the_session_as_they_are_now(self, accepted_command):
+        # The first PUT loads the CPO's session map; later ones take the one-statement path on PostgreSQL.
+        token = accepted_command.cpo.token_for_cpo
+        first = dict(accepted_command.request_body)
+        assert json.loads(wsgi_call(put_environ("SBX-1", json.dumps(first).encode(), token))[2])["data"]["result"] \
+            == "ACCEPTED"
+        SandboxCpoClient.objects.update(reject_all=True)
+        refused = {**first, "response_url": first["response_url"] + "-2"}
+        assert json.loads(wsgi_call(put_environ("SBX-1", json.dumps(refused).encode(), token))[2])["data"]["result"] \
+            == "REJECTED"
+        SandboxCpoClient.objects.update(reject_all=False)
+        ChargingSession.objects.filter(pk=accepted_command.session_id).update(status=ChargingSession.Status.INVALID)
+        gone = {**first, "response_url": first["response_url"] + "-3"}
+        assert json.loads(wsgi_call(put_environ("SBX-1", json.dumps(gone).encode(), token))[2])["data"]["result"] \
+            == "UNKNOWN_SESSION"
+        rows = SandboxChargingProfile.objects.order_by("id")
+        assert [(row.sync_result, row.is_active) for row in rows] == [
+            ("ACCEPTED", True), ("REJECTED", False), ("UNKNOWN_SESSION", False)]
 
     def test_an_unknown_token_is_401_and_a_bad_body_2001(self, accepted_command):
         raw = json.dumps(accepted_command.request_body).encode()
