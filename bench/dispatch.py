@@ -1,16 +1,18 @@
 """Dispatch throughput and loss: N charging profiles for one order through the outbox to a sandbox CPO.
 
     .venv/bin/python -m bench.dispatch [--profiles 10000] [--error-rate 0.01] [--workers 2] [--deadline-s 120]
+        [--server-workers 2] [--server-threads 8]
 
 Creates (and afterwards drops) its own PostgreSQL database and uses its own Redis database, then runs, each as
-its own OS process: our web server (gunicorn; receives the CPO's asynchronous results on our OCPI endpoint), the
-sandbox CPO (gunicorn; SetChargingProfile receiver failing `--error-rate` of its calls with HTTP 500, posting
-results from its own threads) and `--workers` Celery worker processes on the `dispatch` queue. The timed part
-starts when the order's commands are committed to the outbox (one delivery.outbox_put) and ends when every
-command is final (or the deadline passes).
+its own OS process: our web server (gunicorn, config.wsgi; receives the CPO's asynchronous results on our OCPI
+endpoint), the sandbox CPO (gunicorn, sandbox.cpo_wsgi: SetChargingProfile receiver failing `--error-rate` of its
+calls with HTTP 500, posting each result from its own threads) and `--workers` Celery worker processes on the
+`dispatch` queue. The timed part starts when the order's commands are written to the outbox (one
+delivery.outbox_put, included) and ends when every command is final (or the deadline passes).
 
 Figures: lost = commands not final at the end or ending without reaching the charger (DEAD_LETTER, FAILED,
-TIMED_OUT, ...); duplicated = commands the CPO applied more than once; retries = send attempts beyond the first.
+TIMED_OUT, ...); duplicated = commands the CPO applied more than once; retries = send attempts beyond the first;
+cpu_s = CPU seconds each process group used in the timed part (postgres: the backends serving this database).
 Last line: {"profiles", "seconds", "lost", "duplicated", "retries", "profiles_per_s", ...}.
 
 Environment: BENCH_POSTGRES_URL (server to create the database on; default postgres://postgres@127.0.0.1:5432/postgres),
