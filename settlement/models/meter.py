@@ -7,6 +7,10 @@ Note: MeterReading.connection has no database foreign-key constraint and no inde
 scale (100,000 connections x 96 ISPs a day) a per-row referential-integrity trigger and a second index would
 cost more than the rest of the import; every import validates each EAN against Connection set-wise instead, and
 the (connection, isp_start) unique index serves every lookup by connection.
+
+On PostgreSQL the table is partitioned by market day (migration 0005): a new day of national data is loaded into
+a table of its own and attached (services.meter_day_load). There id has no index; look readings up by
+(connection, isp_start).
 """
 
 from __future__ import annotations
