@@ -73,14 +73,20 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def warm_up(bases: list[str], requests: int = 40) -> None:
-    """Let every server process load its URL configuration and views before the clock starts (each on its first
-    request otherwise, inside the timed part). Fresh connections, so the requests spread over the processes."""
+def warm_up(bases: list[str], clients: int = 32, requests: int = 10) -> None:
+    """Let every server process and thread load its URL configuration and views and open its database connection
+    (/healthz reads the database) before the clock starts, as long-running servers have; else each does it on its
+    first request, inside the timed part. Many concurrent clients on fresh connections, so every thread gets some."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
-    for base in bases:
+    def hammer(base: str) -> None:
         for _ in range(requests):
             httpx.get(f"{base}/healthz", timeout=10)
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(hammer, [base for base in bases for _ in range(clients // len(bases))]))
 
 
 @contextmanager
