@@ -131,9 +131,10 @@ def _over_kw(total_kw: np.ndarray, ceiling: np.ndarray) -> float:
 
 def _rounded_up(row: np.ndarray, lo: np.ndarray) -> np.ndarray | None:
     """`row` with every slot in (0, min) raised to the minimum, the difference taken back from the latest slots
-    charging above their minimum (moving energy earlier, which never breaks a deadline) and then from earlier ones;
-    what no slot can lend stays as extra energy (less than one minimum-power slot per raised slot). None for a
-    discharging row, whose small values the main repair handles."""
+    charging above their minimum (moving energy earlier, which never breaks a deadline) and then from earlier ones.
+    None when the other slots cannot lend all of it (the car would be planned more than it takes: a full car stops
+    drawing, and the plan would overstate the load), and for a discharging row, whose small values the main repair
+    handles."""
     if (row < -_NOISE_KW).any():
         return None
     rounded = row.copy()
@@ -148,7 +149,7 @@ def _rounded_up(row: np.ndarray, lo: np.ndarray) -> np.ndarray | None:
         cut = min(float(rounded[t] - lo[t]), extra)
         rounded[t] -= cut
         extra -= cut
-    return rounded
+    return rounded if extra <= _NOISE_KW else None
 
 
 class _SessionRepair:
