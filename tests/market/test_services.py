@@ -33,6 +33,15 @@ def create(world, day, bands, **kwargs):
     return services.flex_request_create(**defaults)
 
 
+def mutex_request(world, day):
+    """A 20 kW request on a point that takes offers with several options, and the aggregator's baseline."""
+    world.cp_north.mutex_offers_supported = True
+    world.cp_north.save()
+    request = make_request(dso=world.gridco, point=world.cp_north, day=day, reduction_w=20_000)
+    make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=day)
+    return request
+
+
 def assert_refused(code, call, *args, **kwargs):
     with pytest.raises(ApplicationError) as caught:
         call(*args, **kwargs)
@@ -410,10 +419,7 @@ class TestFlexOfferAcceptAndOrders:
         assert offer.status == FlexOffer.Status.ACCEPTED
 
     def test_an_offer_with_several_options_is_ordered_by_option_reference(self, world, tomorrow):
-        world.cp_north.mutex_offers_supported = True
-        world.cp_north.save()
-        request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow, reduction_w=20_000)
-        make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
+        request = mutex_request(world, tomorrow)
         isps = evening_isps(tomorrow)
         offer = services.flex_offer_submit(
             aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, flex_request=request,
@@ -433,10 +439,7 @@ class TestFlexOfferAcceptAndOrders:
     def test_a_submitted_offer_comes_back_exactly_as_stored(self, world, tomorrow):
         # The submission writes by hand (one statement on PostgreSQL) and builds the returned rows from what the
         # database answered: they must be the stored rows, ids and all, for every option.
-        world.cp_north.mutex_offers_supported = True
-        world.cp_north.save()
-        request = make_request(dso=world.gridco, point=world.cp_north, day=tomorrow, reduction_w=20_000)
-        make_prognosis(aggregator=world.voltflex, point=world.cp_north, day=tomorrow)
+        request = mutex_request(world, tomorrow)
         isps = evening_isps(tomorrow)
         offer = services.flex_offer_submit(
             aggregator=world.voltflex, congestion_point=world.cp_north, period=tomorrow, flex_request=request,
