@@ -79,6 +79,7 @@ def saved_instance(model: type[M], attnames: Sequence[str], values: Sequence[Any
     state.db = alias
     return instance
 
+
 def seed_prefetch_cache(instance: models.Model, name: str, objects: list[Any]) -> None:
     """Seed the prefetch cache of `instance.<name>.all()` with rows already in hand (just written, or read by
     hand), so reading the relation costs no query (Django reads reverse relations from
@@ -119,38 +120,21 @@ def insert_statement(
     *,
     connection: BaseDatabaseWrapper,
     returning: Sequence[str] = (),
-    column_sql: dict[str, Callable[[Any], tuple[str, list[Any]]]] | None = None,
 ) -> tuple[str, list[Any]]:
     """The INSERT ... VALUES statement of insert_instances (RETURNING the auto primary key, if any, then the
-    `returning` columns), to run alone or as one part of a larger statement (a data-modifying CTE).
-    `column_sql` gives, per attname, an SQL expression and its params per object in place of the object's value
-    (e.g. a foreign key read from an earlier CTE)."""
-    meta = model._meta
-    auto_pk = _auto_pk(model)
-    fields = [field for field in meta.concrete_fields if field is not auto_pk]
+    `returning` columns), to run alone or as one part of a larger statement (a data-modifying CTE)."""
+    fields = insert_fields(model)
     quote = connection.ops.quote_name
-    expressions = column_sql or {}
-    rows: list[str] = []
-    params: list[Any] = []
-    for obj in objs:
-        placeholders = []
-        for field in fields:
-            expression = expressions.get(field.attname)
-            if expression is None:
-                placeholders.append("%s")
-                params.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
-            else:
-                sql, expression_params = expression(obj)
-                placeholders.append(sql)
-                params.extend(expression_params)
-        rows.append("(" + ", ".join(placeholders) + ")")
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 - names from model metadata
-        f"({', '.join(quote(str(field.column)) for field in fields)}) VALUES {', '.join(rows)}"
+        f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608 - names from model metadata
+        f"({', '.join(quote(str(field.column)) for field in fields)}) VALUES {', '.join([row_sql] * len(objs))}"
     )
+    auto_pk = _auto_pk(model)
     returned = ([str(auto_pk.column)] if auto_pk is not None else []) + list(returning)
     if returned:
         sql += " RETURNING " + ", ".join(quote(column) for column in returned)
+    params = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs for field in fields]
     return sql, params
 
 
@@ -189,8 +173,8 @@ def unnest_columns(columns: Sequence[tuple[str, str, list[Any]]], *, alias: str)
 
 
 def instance_from_values(model: type[M], values: dict[str, Any], *, connection: BaseDatabaseWrapper) -> M:
-    """A saved instance from database values by attname (every concrete field), built the way the ORM builds a
-    fetched row (Model.from_db, positionally: cheaper than keyword arguments)."""
+    """A saved instance from database values by attname (every concrete field), built as saved_instance builds a
+    fetched row (cheaper than keyword arguments to the model)."""
     attnames = [field.attname for field in model._meta.concrete_fields]
     return saved_instance(model, attnames, [values[name] for name in attnames], alias=connection.alias)
 

@@ -195,7 +195,7 @@ def _insert_offer(offer: FlexOffer, options: list[FlexOfferOption], isps: list[I
     This is the bidding API's hot path. On PostgreSQL it is ONE statement (a data-modifying CTE; a statement is
     atomic), so a submission pays one round trip instead of four INSERTs plus BEGIN and COMMIT; hand-built
     (common.sql) because compiling the ORM's inserts cost more than the database spent on them, and the ISP rows
-    become instances only from what the database returned (the positional path of Model.from_db). Elsewhere the
+    become instances only from what the database returned (common.sql.instance_from_values). Elsewhere the
     four INSERTs run in a transaction."""
     if connection.vendor != "postgresql":
         with transaction.atomic():
