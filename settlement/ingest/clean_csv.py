@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 
 CHUNK = 1 << 20
 _KWH = rb"[0-9]{1,9}(?:\.[0-9]{1,3})?"  # numeric(12, 3) without rounding: 9 integer digits, 3 decimals, no sign
@@ -38,35 +39,46 @@ def lines_clean(data: bytes) -> bool:
     return _CLEAN_LINES.fullmatch(data) is not None
 
 
-def _eans_of_clean_lines(data: bytes) -> set[bytes] | None:
-    """The EANs of `data` (whole lines) if every line is clean: the runs must tile it without a byte between."""
-    eans: set[bytes] = set()
+def clean_runs(data: bytes) -> list[tuple[bytes, int, int]] | None:
+    """The runs of lines with one EAN that tile `data` (whole lines) as (EAN, start, end), or None if a line is
+    not clean: the runs must follow each other without a byte between."""
+    runs: list[tuple[bytes, int, int]] = []
     end = 0
     for run in _CLEAN_RUN.finditer(data):
         if run.start() != end:
             return None
         end = run.end()
-        eans.add(run.group(1))
-    return eans if end == len(data) else None
+        runs.append((run.group(1), run.start(), end))
+    return runs if end == len(data) else None
 
 
-def file_eans(path: str) -> set[bytes] | None:
-    """The EANs of a CSV file whose data lines (after the header) all have the clean shape, else None. A last
-    line without its newline counts as if it had one."""
-    eans: set[bytes] = set()
+def _eans_of_clean_lines(data: bytes) -> set[bytes] | None:
+    """The EANs of `data` (whole lines) if every line is clean."""
+    runs = clean_runs(data)
+    return None if runs is None else {ean for ean, _, _ in runs}
+
+
+def line_blocks(path: str) -> Iterator[tuple[bytes, int]]:
+    """The data lines of a CSV file (after the header) in blocks of whole lines, each with the file offset
+    reached; a last line without its newline gets one."""
     rest = b""
     with open(path, "rb") as handle:
         handle.readline()
         for chunk in iter(lambda: handle.read(CHUNK), b""):
             data = rest + chunk
             cut = data.rfind(b"\n") + 1
-            found = _eans_of_clean_lines(data[:cut])
-            if found is None:
-                return None
-            eans.update(found)
             rest = data[cut:]
-    if rest:
-        found = _eans_of_clean_lines(rest + b"\n")
+            if cut:
+                yield data[:cut], handle.tell() - len(rest)
+        if rest:
+            yield rest + b"\n", handle.tell()
+
+
+def file_eans(path: str) -> set[bytes] | None:
+    """The EANs of a CSV file whose data lines (after the header) all have the clean shape, else None."""
+    eans: set[bytes] = set()
+    for data, _ in line_blocks(path):
+        found = _eans_of_clean_lines(data)
         if found is None:
             return None
         eans.update(found)

@@ -6,6 +6,7 @@ The line check runs anywhere; the rest needs PostgreSQL (partitions, COPY).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -234,3 +235,86 @@ def test_a_clean_new_day_with_a_missing_isp_is_bulk_loaded_and_the_gap_reported(
     assert day_partition(tomorrow) == partition_name(tomorrow)
     assert counts(result) == (287, 287, 0, 0, 0, 1)
     assert report(result) == [(None, "gap", eans[1], isp_time.isp_start(tomorrow, 11).isoformat())]
+
+
+def tables_of_day(day: date) -> dict[str, str | None]:
+    """Every table named after `day`'s partition, with the table it is a partition of."""
+    with connection.cursor() as cursor:
+        cursor.execute("""SELECT c.relname, p.relname FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+                          LEFT JOIN pg_class p ON p.oid = i.inhparent
+                          WHERE c.relkind IN ('r', 'p') AND c.relname LIKE %s""", [f"{partition_name(day)}%"])
+        return dict(cursor.fetchall())
+
+
+@pytest.fixture
+def day_tables_dropped(tomorrow: date) -> Iterator[None]:
+    """Pieces commit from sessions of their own, so these tests commit too; a flush empties tables but keeps
+    the day's partition, which would make the day not new for the next test."""
+    yield
+    with connection.cursor() as cursor:
+        for name in tables_of_day(tomorrow):
+            cursor.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
+
+
+@pg_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("day_tables_dropped")
+def test_a_large_day_is_loaded_in_pieces_one_session_each_then_partitioned_by_connection(
+    world: World, tomorrow: date, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from settlement.services import meter_day_load
+
+    monkeypatch.setattr(meter_day_load, "_pieces_wanted", lambda path: 3)
+    eans = sorted(c.ean for c in world.voltflex_connections)
+    lines = full_day(eans, tomorrow)
+
+    result = import_csv(tmp_path, [lines[96 * n + isp] for isp in range(96) for n in range(3)], "copy")  # ISP-major
+
+    day = partition_name(tomorrow)
+    assert counts(result) == (288, 288, 0, 0, 0, 0) and result.batch.engine == "copy"
+    assert tables_of_day(tomorrow) == {day: "settlement_meterreading", **{f"{day}_{n}": day for n in range(3)}}
+    assert stored() == sorted((ean, isp_time.isp_start(tomorrow, isp), Decimal("0.250"), Decimal("0.000"), 0, 1)
+                              for ean in eans for isp in range(1, 97))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tableoid::regclass::text, min(connection_id), max(connection_id) "
+                       "FROM settlement_meterreading GROUP BY 1 ORDER BY 1")
+        ranges = cursor.fetchall()
+        cursor.execute("SELECT conname FROM pg_constraint WHERE conname LIKE %s ORDER BY 1", [f"{day}%"])
+        checks = [name for (name,) in cursor.fetchall()]
+    assert all(high < low for (_, _, high), (_, low, _) in zip(ranges, ranges[1:]))  # disjoint EAN ranges
+    assert checks == [f"{day}_day"] * 4  # the day's CHECK on it and each piece; the load's kWh and EAN CHECKs gone
+    replay = import_csv(tmp_path, lines[:5], "copy", name="again.csv")
+    assert counts(replay) == (5, 0, 0, 5, 0, 0)
+
+
+@pg_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("day_tables_dropped")
+@pytest.mark.parametrize("spoil", ["duplicate", "naive", "routed_astray"])
+def test_a_piece_that_fails_leaves_nothing_and_the_delivery_gets_its_verdicts(
+    world: World, tomorrow: date, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spoil: str
+) -> None:
+    from settlement.services import meter_day_load
+
+    monkeypatch.setattr(meter_day_load, "_pieces_wanted", lambda path: 2)
+    eans = sorted(c.ean for c in world.voltflex_connections)
+    lines = full_day(eans, tomorrow)
+    naive = isp_time.isp_start(tomorrow, 5).astimezone(isp_time.MARKET_TZ).strftime("%Y-%m-%dT%H:%M:%S")
+    if spoil == "duplicate":
+        lines.append(line(eans[2], local(tomorrow, 7), "0.251"))
+    elif spoil == "naive":
+        lines[200] = line(eans[2], naive)
+    else:  # as if the database ordered EANs otherwise than the router: every run goes to the other piece
+        right = meter_day_load.bisect_right
+        monkeypatch.setattr(meter_day_load, "bisect_right", lambda highs, ean: 1 - right(highs, ean))
+
+    result = import_csv(tmp_path, lines, "copy")
+
+    day = partition_name(tomorrow)
+    if spoil == "routed_astray":  # loaded again as one table
+        assert counts(result) == (288, 288, 0, 0, 0, 0)
+        assert tables_of_day(tomorrow) == {day: "settlement_meterreading"}
+    else:  # the general engine: per-row verdicts, readings in the default partition, no piece left behind
+        assert tables_of_day(tomorrow) == {}
+        assert report(result)[0][1] == {"duplicate": "duplicate_in_file", "naive": "naive_datetime"}[spoil]
+        assert counts(result)[1] == 287

@@ -42,7 +42,8 @@ class ProgressLines:
         elif stage == "merge":
             text = f"validating and merging {done or total:,} rows"
         elif stage == "index":
-            text = f"indexing {total:,} rows of a new day (bulk path)"
+            text = (f"indexing {total:,} rows of a new day (bulk path)" if total
+                    else "indexing a new day (bulk path, one piece per core)")
         else:
             text = f"{stage} {done:,}"
         self.stream.write(f"[{now - self.started:6.1f} s] {text}\n")
