@@ -62,12 +62,17 @@ class ChargingProfileCommand(BaseModel):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.SET)
+    # Indexes: every row is updated about three times on its way (claimed, answered, result), each time with a new
+    # status, so every index is written again each time; only those a query needs are kept. session, flex_order and
+    # status are served by the composite indexes below that start with them; schedule is never queried.
     cpo = models.ForeignKey(ChargePointOperator, on_delete=models.PROTECT, related_name="commands")
-    session = models.ForeignKey(ChargingSession, on_delete=models.PROTECT, related_name="commands")
-    schedule = models.ForeignKey(SessionSchedule, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    flex_order = models.ForeignKey(FlexOrder, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(ChargingSession, on_delete=models.PROTECT, related_name="commands", db_index=False)
+    schedule = models.ForeignKey(SessionSchedule, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                 db_index=False)
+    flex_order = models.ForeignKey(FlexOrder, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                   db_index=False)
     request_body = models.JSONField(null=True, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     sent_at = models.DateTimeField(null=True, blank=True)
     response_timeout_s = models.PositiveIntegerField(null=True, blank=True)
