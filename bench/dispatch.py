@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=120)
     parser.add_argument("--server-workers", type=int, default=2, help="gunicorn processes of our server and the CPO")
     parser.add_argument("--server-threads", type=int, default=8, help="gunicorn threads per process")
+    parser.add_argument("--web-app", default="config.wsgi:application",
+                        help="our server's WSGI application (aggregator.wsgi:application: with the OCPI result front)")
     parser.add_argument("--keep-logs", action="store_true", help="print where the process logs are")
     args = parser.parse_args()
 
@@ -257,7 +259,7 @@ def main() -> None:
     beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "WARNING",
             "--schedule", str(log_dir / "beat-schedule")]
     specs = [
-        ("web", [*gunicorn, "--bind", f"127.0.0.1:{web_port}", "config.wsgi:application"], base_env),
+        ("web", [*gunicorn, "--bind", f"127.0.0.1:{web_port}", args.web_app], base_env),
         # The CPO answers profile PUTs straight from WSGI (sandbox.cpo_wsgi): it stands in for another company's
         # system, which would not share our two cores.
         ("cpo", [*gunicorn, "--bind", f"127.0.0.1:{cpo_port}", "sandbox.cpo_wsgi:application"],

@@ -9,7 +9,7 @@ middleware, URL resolution, response object, signals) cost about as much as the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.wsgi import get_wsgi_application
@@ -19,6 +19,7 @@ django_application = get_wsgi_application()
 from django.conf import settings  # noqa: E402 - after django.setup() (get_wsgi_application)
 from django.db import close_old_connections  # noqa: E402
 
+from aggregator.ocpi.result_wsgi import EnvironHeaders  # noqa: E402
 from sandbox import cpo  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -28,29 +29,6 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Se
            503: "Service Unavailable"}
 
 StartResponse = Callable[..., Any]
-
-
-class EnvironHeaders(Mapping[str, str]):
-    """Request headers from a WSGI environ, by their HTTP names in any case ("X-Request-ID")."""
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self._environ = environ
-
-    @staticmethod
-    def _key(name: str) -> str:
-        key = name.upper().replace("-", "_")
-        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
-
-    def __getitem__(self, name: str) -> str:
-        return str(self._environ[self._key(name)])
-
-    def __iter__(self) -> Iterator[str]:
-        for key in self._environ:
-            if key.startswith("HTTP_"):
-                yield key[5:].replace("_", "-").title()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def _session_id(environ: dict[str, Any]) -> str | None:

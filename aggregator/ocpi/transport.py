@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
@@ -72,20 +72,25 @@ def ocpi_response(request: HttpRequest, body: dict[str, Any], *, status: int = 2
                   headers: dict[str, str] | None = None) -> JsonResponse:
     """Echo X-Request-ID / X-Correlation-ID; on functional modules mirror the routing headers (to <-> from)."""
     response = JsonResponse(body, status=status)
-    for header in ("X-Request-ID", "X-Correlation-ID"):
-        value = request.headers.get(header)
-        if value:
-            response[header] = value
-    if routed:
-        ours = {"country-code": settings.OCPI_COUNTRY_CODE, "party-id": settings.OCPI_PARTY_ID}
-        for suffix, our_value in ours.items():
-            requester = request.headers.get(f"OCPI-from-{suffix}")
-            if requester:
-                response[f"OCPI-to-{suffix}"] = requester
-            response[f"OCPI-from-{suffix}"] = request.headers.get(f"OCPI-to-{suffix}") or our_value
+    for name, value in echo_headers(request.headers, routed=routed):
+        response[name] = value
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def echo_headers(request_headers: Mapping[str, str], *, routed: bool) -> list[tuple[str, str]]:
+    """The answer's X-Request-ID / X-Correlation-ID (echoed) and, when routed, OCPI-to-* / OCPI-from-* (mirrored).
+    Shared by ocpi_response and the WSGI front for results (aggregator.ocpi.result_wsgi)."""
+    out = [(header, value) for header in ("X-Request-ID", "X-Correlation-ID") if (value := request_headers.get(header))]
+    if routed:
+        ours = {"country-code": settings.OCPI_COUNTRY_CODE, "party-id": settings.OCPI_PARTY_ID}
+        for suffix, our_value in ours.items():
+            requester = request_headers.get(f"OCPI-from-{suffix}")
+            if requester:
+                out.append((f"OCPI-to-{suffix}", requester))
+            out.append((f"OCPI-from-{suffix}", request_headers.get(f"OCPI-to-{suffix}") or our_value))
+    return out
 
 
 def json_body(request: HttpRequest) -> Any:
