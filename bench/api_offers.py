@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 
+from bench._cpu import cpu_seconds
 from bench._http import KeepAliveConnection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,12 +179,10 @@ def main() -> None:
                           env).strip().splitlines()[-1])
 
     # gthread workers keep connections alive (sync workers close each one: a TCP handshake per request).
-    server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--workers", str(args.workers), "--worker-class",
-         "gthread", "--threads", str(args.threads), "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         "--keep-alive", "30"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--workers", str(args.workers), "--worker-class",
+               "gthread", "--threads", str(args.threads), "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+               "--keep-alive", "30"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603
     try:
         base_url = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -192,7 +191,9 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        cpu_before, client_before = cpu_seconds({"server": server.pid}, database=BENCH_DB), time.process_time()
         latencies, statuses, elapsed = asyncio.run(load(port, seed, args.clients, args.seconds))
+        cpu_after, client_cpu = cpu_seconds({"server": server.pid}, database=BENCH_DB), time.process_time() - client_before
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -217,6 +218,10 @@ def main() -> None:
         "server_side_binding": args.server_side_binding,
         "seconds": round(elapsed, 1),
         "target_ratio": round(accepted / elapsed / 300, 2),
+        # CPU per accepted offer (warm-up included): where the 2 cores go.
+        "cpu_ms_per_offer": {label: round(1000 * (cpu_after[label] - cpu_before[label]) / max(accepted, 1), 2)
+                             for label in ("server", "postgres")} | {
+                                 "client": round(1000 * client_cpu / max(accepted, 1), 2)},
     }))
 
 

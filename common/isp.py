@@ -60,8 +60,9 @@ def day_end(day: date) -> datetime:
     return day_start(day + timedelta(days=1))
 
 
+@functools.lru_cache(maxsize=4096)
 def isp_count(day: date) -> int:
-    """Number of ISPs in the market day: 96, or 92/100 on DST transition days."""
+    """Number of ISPs in the market day: 96, or 92/100 on DST transition days (cached like day_start)."""
     return int((day_end(day) - day_start(day)) / ISP)
 
 

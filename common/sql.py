@@ -11,14 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import models
+from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import signals
 from django.db.models.base import ModelState
+from django.utils.connection import ConnectionProxy
 
 M = TypeVar("M", bound=models.Model)
 
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
+
+
+def wrapper(connection: BaseDatabaseWrapper) -> BaseDatabaseWrapper:
+    """The connection itself for `django.db.connection`, a proxy that looks the connection up (in a thread-local)
+    on every attribute read: the functions here read a dozen attributes per row, which cost a tenth of an offer
+    submission before they resolved the proxy once."""
+    if isinstance(connection, ConnectionProxy):
+        return connections[connection._alias]  # type: ignore[attr-defined, no-any-return]
+    return connection
 
 
 def select_columns(model: type[models.Model], alias: str) -> str:
@@ -28,7 +38,7 @@ def select_columns(model: type[models.Model], alias: str) -> str:
 
 def db_value(model: type[models.Model], field_name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
     """A Python value as the database stores it in `field_name` (e.g. a UUID as hex text on SQLite)."""
-    return model._meta.get_field(field_name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
+    return model._meta.get_field(field_name).get_db_prep_value(value, wrapper(connection))  # type: ignore[union-attr]
 
 
 def _column_plan(
@@ -54,6 +64,7 @@ def instance_from_row(
 ) -> tuple[M, int]:
     """Build one `model` instance from row[offset:] (columns as `select_columns` lists them); return it and the
     offset of the next column."""
+    connection = wrapper(connection)
     attnames, columns = _column_plan(model, alias, connection)
     values = []
     for position, (expression, converters) in enumerate(columns):
@@ -70,7 +81,7 @@ def saved_instance(model: type[M], attnames: Sequence[str], values: Sequence[Any
     Without pre_init/post_init receivers for the model (none of ours has any) the attributes go straight into the
     instance's __dict__: Model.__init__ sends both signals and sets each field through its descriptor, which cost
     about a tenth of an offer submission for the ~40 instances it reads and writes."""
-    if signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model):
+    if _init_receivers(model):
         return model.from_db(alias, list(attnames), list(values))
     instance = model.__new__(model)
     instance.__dict__.update(zip(attnames, values, strict=True))
@@ -78,6 +89,12 @@ def saved_instance(model: type[M], attnames: Sequence[str], values: Sequence[Any
     state.adding = False
     state.db = alias
     return instance
+
+
+def _init_receivers(model: type[models.Model]) -> bool:
+    # The receiver lists first: both are empty in this project, and has_listeners walks the signal's cache.
+    return bool((signals.pre_init.receivers and signals.pre_init.has_listeners(model))
+                or (signals.post_init.receivers and signals.post_init.has_listeners(model)))
 
 
 def seed_prefetch_cache(instance: models.Model, name: str, objects: list[Any]) -> None:
@@ -94,6 +111,7 @@ def seed_prefetch_cache(instance: models.Model, name: str, objects: list[Any]) -
 def instances_from_rows(
     model: type[M], rows: Sequence[Sequence[Any]], *, alias: str, connection: BaseDatabaseWrapper
 ) -> list[M]:
+    connection = wrapper(connection)
     return [instance_from_row(model, row, offset=0, alias=alias, connection=connection)[0] for row in rows]
 
 
@@ -103,6 +121,7 @@ def insert_instances(model: type[M], objs: Sequence[M], *, connection: BaseDatab
     (bulk_create sends none either); callers validate before, as they would for bulk_create."""
     if not objs:
         return []
+    connection = wrapper(connection)
     auto_pk = _auto_pk(model)
     if auto_pk is not None and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.using(connection.alias).bulk_create(objs)  # an old SQLite: let the ORM do it
@@ -123,19 +142,33 @@ def insert_statement(
 ) -> tuple[str, list[Any]]:
     """The INSERT ... VALUES statement of insert_instances (RETURNING the auto primary key, if any, then the
     `returning` columns), to run alone or as one part of a larger statement (a data-modifying CTE)."""
+    connection = wrapper(connection)
+    return (insert_sql(model, len(objs), connection=connection, returning=returning),
+            insert_params(model, objs, connection=connection))
+
+
+def insert_sql(model: type[models.Model], rows: int, *, connection: BaseDatabaseWrapper,
+               returning: Sequence[str] = ()) -> str:
+    """The text of insert_statement for `rows` rows (the same for any values: a hot path may build it once)."""
     fields = insert_fields(model)
     quote = connection.ops.quote_name
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608 - names from model metadata
-        f"({', '.join(quote(str(field.column)) for field in fields)}) VALUES {', '.join([row_sql] * len(objs))}"
+        f"({', '.join(quote(str(field.column)) for field in fields)}) VALUES {', '.join([row_sql] * rows)}"
     )
     auto_pk = _auto_pk(model)
     returned = ([str(auto_pk.column)] if auto_pk is not None else []) + list(returning)
     if returned:
         sql += " RETURNING " + ", ".join(quote(column) for column in returned)
-    params = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs for field in fields]
-    return sql, params
+    return sql
+
+
+def insert_params(model: type[models.Model], objs: Sequence[models.Model], *,
+                  connection: BaseDatabaseWrapper) -> list[Any]:
+    """The parameters of insert_statement: every insert field of every object, prepared as the ORM saves it."""
+    fields = insert_fields(model)
+    return [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs for field in fields]
 
 
 def insert_fields(model: type[models.Model]) -> list[models.Field]:
@@ -144,21 +177,17 @@ def insert_fields(model: type[models.Model]) -> list[models.Field]:
     return [field for field in model._meta.concrete_fields if field is not auto_pk]
 
 
-def unnest_rows(
-    model: type[models.Model],
-    objs: Sequence[models.Model],
-    fields: Sequence[models.Field],
-    *,
-    connection: BaseDatabaseWrapper,
-    alias: str = "rows",
-) -> tuple[str, list[list[Any]]]:
-    """unnest_columns over `fields` of `objs`, values prepared as for an INSERT."""
+def unnest_sql(fields: Sequence[models.Field], *, connection: BaseDatabaseWrapper, alias: str = "rows") -> str:
+    """`unnest(...) AS alias(...)` over `fields` (unnest_columns); the text is the same for any number of rows."""
     quote = connection.ops.quote_name
-    return unnest_columns([
-        (quote(str(field.column)), str(field.db_type(connection)),
-         [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs])
-        for field in fields
-    ], alias=alias)
+    return unnest_columns([(quote(str(field.column)), str(field.db_type(connection)), []) for field in fields],
+                          alias=alias)[0]
+
+
+def unnest_params(objs: Sequence[models.Model], fields: Sequence[models.Field], *,
+                  connection: BaseDatabaseWrapper) -> list[list[Any]]:
+    """The parameters of unnest_sql: one array per field, values prepared as for an INSERT."""
+    return [[field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs] for field in fields]
 
 
 def unnest_columns(columns: Sequence[tuple[str, str, list[Any]]], *, alias: str) -> tuple[str, list[list[Any]]]:
@@ -176,17 +205,18 @@ def instance_from_values(model: type[M], values: dict[str, Any], *, connection: 
     """A saved instance from database values by attname (every concrete field), built as saved_instance builds a
     fetched row (cheaper than keyword arguments to the model)."""
     attnames = [field.attname for field in model._meta.concrete_fields]
-    return saved_instance(model, attnames, [values[name] for name in attnames], alias=connection.alias)
+    return saved_instance(model, attnames, [values[name] for name in attnames], alias=wrapper(connection).alias)
 
 
 def mark_inserted(objs: Sequence[models.Model], ids: Sequence[Any], *, connection: BaseDatabaseWrapper) -> None:
     """Set what an INSERT gave the instances (database ids, if the pk is automatic) and mark them saved."""
+    alias = wrapper(connection).alias
     auto_pk = _auto_pk(type(objs[0])) if objs else None
     for position, obj in enumerate(objs):
         if auto_pk is not None:
             setattr(obj, auto_pk.attname, ids[position])
         obj._state.adding = False
-        obj._state.db = connection.alias
+        obj._state.db = alias
 
 
 def _auto_pk(model: type[models.Model]) -> models.Field | None:

@@ -104,25 +104,26 @@ def _request_isps_sql() -> str:
     return f"SELECT {select_columns(FlexRequestIsp, 'ri')} FROM {table} ri WHERE ri.flex_request_id = %s ORDER BY ri.isp"  # noqa: S608
 
 
-# ISP rows of requests past DRAFT, per (database, request id). They never change once a request leaves DRAFT
-# (the admin edits ISPs of drafts only; a revision is a new request), and every offer on a request reads them, so
-# each process reads them once. Bounded: emptied when full.
-_OPEN_REQUEST_ISPS: dict[tuple[str, uuid.UUID], list[Any]] = {}
+# ISPs of requests past DRAFT, per (database, request id), as instances shared by every read in the process. They
+# never change once a request leaves DRAFT (the admin edits ISPs of drafts only; a revision is a new request), and
+# every offer on a request reads them, so each process reads and builds them once. Read-only: their `flex_request`
+# is not set (a shared instance would hold one caller's request; reading it queries). Bounded: emptied when full.
+_OPEN_REQUEST_ISPS: dict[tuple[str, uuid.UUID], tuple[FlexRequestIsp, ...]] = {}
 _OPEN_REQUEST_ISPS_MAX = 1024
 
 
-def _open_request_isp_rows(request_id: uuid.UUID, db_request_id: Any) -> list[Any]:
-    """The ISP rows of a request that is not a DRAFT (the caller has checked), read once per process."""
+def _open_request_isps(request_id: uuid.UUID, db_request_id: Any) -> tuple[FlexRequestIsp, ...]:
+    """The ISPs of a request that is not a DRAFT (the caller has checked), read once per process."""
     key = (connection.settings_dict["NAME"], request_id)
-    rows = _OPEN_REQUEST_ISPS.get(key)
-    if rows is None:
+    isps = _OPEN_REQUEST_ISPS.get(key)
+    if isps is None:
         with connection.cursor() as cursor:
             cursor.execute(_request_isps_sql(), [db_request_id])
-            rows = cursor.fetchall()
+            isps = tuple(instances_from_rows(FlexRequestIsp, cursor.fetchall(), alias="ri", connection=connection))
         if len(_OPEN_REQUEST_ISPS) >= _OPEN_REQUEST_ISPS_MAX:
             _OPEN_REQUEST_ISPS.clear()
-        _OPEN_REQUEST_ISPS[key] = rows
-    return rows
+        _OPEN_REQUEST_ISPS[key] = isps
+    return isps
 
 
 def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str) -> FlexRequest | None:
@@ -157,11 +158,8 @@ def flex_request_for_aggregator(*, aggregator: Participant, pk: uuid.UUID | str)
     if baseline_id is not None and not isinstance(baseline_id, uuid.UUID):
         baseline_id = uuid.UUID(str(baseline_id))  # SQLite answers hex text
     flex_request.seen_by = RequestView(aggregator_id=aggregator.pk, baseline_id=baseline_id)  # type: ignore[attr-defined]
-    isps = instances_from_rows(FlexRequestIsp, _open_request_isp_rows(request_id, params[3]), alias="ri",
-                               connection=connection)
-    for isp in isps:
-        isp.flex_request = flex_request
-    seed_prefetch_cache(flex_request, "isps", isps)  # the offer service checks every option against them
+    # The offer service checks every option against them.
+    seed_prefetch_cache(flex_request, "isps", list(_open_request_isps(request_id, params[3])))
     return flex_request
 
 

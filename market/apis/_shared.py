@@ -80,6 +80,12 @@ class IspPowerRunsField(serializers.Field):
                 message = self.error_messages["not_a_dict"].format(datatype=type(item).__name__)
                 errors[index] = {non_field: [ErrorDetail(message, code="invalid")]}
                 continue
+            isp, duration, power_w = item.get("isp"), item.get("duration", 1), item.get("power_w")
+            # The usual row: three JSON integers in range, which the fields would return as they are.
+            if (type(isp) is int and type(duration) is int and type(power_w) is int  # noqa: E721 - bool is no int here
+                    and isp >= 1 and duration >= 1):
+                rows.append({"isp": isp, "duration": duration, "power_w": power_w})
+                continue
             row: dict[str, Any] = {}
             row_errors: dict[str, Any] = {}
             for name, field in self._row_fields:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import prefetch_related_objects
 
 from common import isp as isp_time
@@ -21,11 +22,14 @@ from common.models import AuditEvent, audit_payload
 from common.sql import (
     insert_fields,
     insert_instances,
-    insert_statement,
+    insert_params,
+    insert_sql,
     instance_from_values,
     mark_inserted,
     unnest_columns,
-    unnest_rows,
+    unnest_params,
+    unnest_sql,
+    wrapper,
 )
 from market import events, selectors
 from market.models import (
@@ -197,35 +201,67 @@ def _insert_offer(offer: FlexOffer, options: list[FlexOfferOption], isps: list[I
     (common.sql) because compiling the ORM's inserts cost more than the database spent on them, and the ISP rows
     become instances only from what the database returned (common.sql.instance_from_values). Elsewhere the
     four INSERTs run in a transaction."""
-    if connection.vendor != "postgresql":
+    db = wrapper(connection)
+    if db.vendor != "postgresql":
         with transaction.atomic():
-            insert_instances(FlexOffer, [offer], connection=connection)
-            insert_instances(FlexOfferOption, options, connection=connection)
+            insert_instances(FlexOffer, [offer], connection=db)
+            insert_instances(FlexOfferOption, options, connection=db)
             rows = insert_instances(FlexOfferOptionIsp, [
                 FlexOfferOptionIsp(option=option, isp=isp, power_w=power_w) for option, isp, power_w in isps
-            ], connection=connection)
-            insert_instances(AuditEvent, [event], connection=connection)
+            ], connection=db)
+            insert_instances(AuditEvent, [event], connection=db)
         return rows
-    quote = connection.ops.quote_name
-    offer_sql, offer_params = insert_statement(FlexOffer, [offer], connection=connection)
-    event_sql, event_params = insert_statement(AuditEvent, [event], connection=connection)
+    params = [
+        *insert_params(FlexOffer, [offer], connection=db),
+        *unnest_params(options, insert_fields(FlexOfferOption), connection=db),
+        [isp for _, isp, _ in isps], [power_w for _, _, power_w in isps],
+        [option.option_reference for option, _, _ in isps],
+        *insert_params(AuditEvent, [event], connection=db),
+    ]
+    with db.cursor() as cursor:
+        cursor.execute(_insert_offer_sql(db), params)
+        returned = cursor.fetchall()
+    option_ids = {reference: option_id for option_id, reference, _, _, _ in returned}
+    isp_ids = {(reference, isp): isp_id for _, reference, isp_id, isp, _ in returned}
+    mark_inserted([offer], [], connection=db)
+    mark_inserted(options, [option_ids[option.option_reference] for option in options], connection=db)
+    mark_inserted([event], [returned[0][4]], connection=db)
+    option_field = FlexOfferOptionIsp._meta.get_field("option")
+    rows = []
+    for option, isp, power_w in isps:
+        row = instance_from_values(FlexOfferOptionIsp, {
+            "id": isp_ids[(option.option_reference, isp)], "isp": isp, "power_w": power_w, "option_id": option.pk,
+        }, connection=db)
+        option_field.set_cached_value(row, option)
+        rows.append(row)
+    return rows
+
+
+def _insert_offer_sql(db: BaseDatabaseWrapper) -> str:
+    """The statement of _insert_offer, built once per connection from the models' metadata (it is the same for
+    every offer: one offer row, options and ISPs as arrays, one audit row)."""
+    cached = db.__dict__.get("_market_insert_offer_sql")
+    if cached is not None:
+        return str(cached)
+    quote = db.ops.quote_name
+    offer_sql = insert_sql(FlexOffer, 1, connection=db)
+    event_sql = insert_sql(AuditEvent, 1, connection=db)
     # Options and ISPs as arrays (common.sql.unnest_columns): the text stays the same for any number of them.
     option_fields = insert_fields(FlexOfferOption)
     option_columns = ", ".join(quote(str(field.column)) for field in option_fields)
-    option_rows, option_params = unnest_rows(FlexOfferOption, options, option_fields, connection=connection)
     option_sql = (
         f"INSERT INTO {quote(FlexOfferOption._meta.db_table)} ({option_columns}) "  # noqa: S608 - model metadata
-        f"SELECT {option_columns} FROM {option_rows} RETURNING id, option_reference"
+        f"SELECT {option_columns} FROM {unnest_sql(option_fields, connection=db)} RETURNING id, option_reference"
     )
     # Each ISP row finds its option's new id by reference (unique per offer).
     isp_field, power_field = FlexOfferOptionIsp._meta.get_field("isp"), FlexOfferOptionIsp._meta.get_field("power_w")
     option_field = FlexOfferOptionIsp._meta.get_field("option")
     isp_column, power_column = quote(str(isp_field.column)), quote(str(power_field.column))
     option_fk = quote(str(option_field.column))
-    isp_rows, isp_params = unnest_columns([
-        (isp_column, str(isp_field.db_type(connection)), [isp for _, isp, _ in isps]),
-        (power_column, str(power_field.db_type(connection)), [power_w for _, _, power_w in isps]),
-        ("option_reference", "text", [option.option_reference for option, _, _ in isps]),
+    isp_rows, _ = unnest_columns([
+        (isp_column, str(isp_field.db_type(db)), []),
+        (power_column, str(power_field.db_type(db)), []),
+        ("option_reference", "text", []),
     ], alias="v")
     isp_sql = (
         f"INSERT INTO {quote(FlexOfferOptionIsp._meta.db_table)} ({isp_column}, {power_column}, {option_fk}) "  # noqa: S608
@@ -238,22 +274,8 @@ def _insert_offer(offer: FlexOffer, options: list[FlexOfferOption], isps: list[I
         f"SELECT o.id, o.option_reference, i.id, i.{isp_column}, (SELECT id FROM new_event) "
         f"FROM new_isps i JOIN new_options o ON o.id = i.{option_fk}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*offer_params, *option_params, *isp_params, *event_params])
-        returned = cursor.fetchall()
-    option_ids = {reference: option_id for option_id, reference, _, _, _ in returned}
-    isp_ids = {(reference, isp): isp_id for _, reference, isp_id, isp, _ in returned}
-    mark_inserted([offer], [], connection=connection)
-    mark_inserted(options, [option_ids[option.option_reference] for option in options], connection=connection)
-    mark_inserted([event], [returned[0][4]], connection=connection)
-    rows = []
-    for option, isp, power_w in isps:
-        row = instance_from_values(FlexOfferOptionIsp, {
-            "id": isp_ids[(option.option_reference, isp)], "isp": isp, "power_w": power_w, "option_id": option.pk,
-        }, connection=connection)
-        option_field.set_cached_value(row, option)
-        rows.append(row)
-    return rows
+    db.__dict__["_market_insert_offer_sql"] = sql
+    return sql
 
 
 def flex_offer_submit(

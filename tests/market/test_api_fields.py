@@ -21,6 +21,10 @@ CASES: list[Any] = [
     "12",
     None,
     [{"isp": "9" * 1001, "power_w": 1}],
+    # Plain JSON integers take a shortcut past the fields: the same results at and beyond its edges.
+    [{"isp": 1, "duration": 1, "power_w": 0}, {"isp": 10**30, "duration": 2, "power_w": -(10**30)}],
+    [{"isp": 3, "duration": None, "power_w": 5}, {"isp": 4, "duration": -1, "power_w": 5}],
+    [{"isp": -1, "power_w": 5}, {"isp": 2, "power_w": False}, {"isp": 2, "power_w": None}],
 ]
 
 
