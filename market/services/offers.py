@@ -20,6 +20,7 @@ from common.audit import audit_event
 from common.exceptions import ApplicationError, TransitionError
 from common.models import AuditEvent, audit_payload
 from common.sql import (
+    array_param,
     insert_fields,
     insert_instances,
     insert_params,
@@ -214,8 +215,8 @@ def _insert_offer(offer: FlexOffer, options: list[FlexOfferOption], isps: list[I
     params = [
         *insert_params(FlexOffer, [offer], connection=db),
         *unnest_params(options, insert_fields(FlexOfferOption), connection=db),
-        [isp for _, isp, _ in isps], [power_w for _, _, power_w in isps],
-        [option.option_reference for option, _, _ in isps],
+        array_param([isp for _, isp, _ in isps]), array_param([power_w for _, _, power_w in isps]),
+        array_param([option.option_reference for option, _, _ in isps]),
         *insert_params(AuditEvent, [event], connection=db),
     ]
     with db.cursor() as cursor:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 
 from common.models import AuditEvent
-from common.sql import insert_instances, instance_from_row, select_columns
+from common.sql import array_param, insert_instances, instance_from_row, select_columns
 from market.models import Participant
 
 pytestmark = pytest.mark.django_db
@@ -41,3 +45,32 @@ def test_instance_from_row_converts_like_the_orm():
     assert {f.attname: getattr(built, f.attname) for f in Participant._meta.concrete_fields} == {
         f.attname: getattr(orm, f.attname) for f in Participant._meta.concrete_fields}
     assert not built._state.adding
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="array parameters are PostgreSQL's")
+@pytest.mark.parametrize(("sql_type", "values"), [
+    ("text", ["1", "", "a,b", "{x}", 'say "hi"', "back\\slash", "\\\"", "NULL", "null", " padded ", "ünï €", None]),
+    ("integer", [0, -5, 2_147_483_647, None]),
+    ("bigint", [10**15, -(10**15)]),
+    ("numeric", [Decimal("12.50"), Decimal("0.0001"), Decimal("-3"), Decimal("1E+2"), None]),
+    ("uuid", [uuid.UUID("6d2b6c7e-0000-4000-8000-000000000000"), None]),
+    ("boolean", [True, False, None]),
+    ("timestamptz", [datetime(2026, 3, 29, 1, 15, 0, 123456, tzinfo=UTC), None]),
+    ("date", [date(2026, 10, 25)]),
+    ("text", []),
+    ("text", [Participant.Role.DSO, "plain"]),  # a TextChoices member is its value
+])
+def test_array_params_reach_postgresql_as_the_values_themselves(sql_type, values):
+    param = array_param(values)
+    assert isinstance(param, str)  # all of these take the text form
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT %s::{sql_type}[]", [param])
+        stored = cursor.fetchone()[0]
+    expected = [str(value) if isinstance(value, Participant.Role) else value for value in values]
+    assert stored == expected
+
+
+def test_array_params_of_other_types_stay_lists():
+    values = [{"a": 1}, 2]
+    assert array_param(values) is values
+    assert array_param([1.5]) == [1.5]  # floats: psycopg's own (repr rounding is not the database's)
