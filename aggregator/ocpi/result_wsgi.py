@@ -136,7 +136,11 @@ class ResultFastPath:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return self.app(environ, start_response)
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length <= 0 or (limit is not None and length > limit):
+            # No length (chunked, or no body) or more than Django would read: Django answers, the input untouched.
+            return self.app(environ, start_response)
+        raw = environ["wsgi.input"].read(length)
         if not _recorded(environ, match.group(1), raw):
             environ["wsgi.input"] = io.BytesIO(raw)  # Django reads the body again
             return self.app(environ, start_response)

@@ -161,3 +161,13 @@ def test_with_hsts_configured_django_answers(front, commands, settings):
     status, _, _ = call(front, result_environ(commands[0], ACCEPTED))
     assert status == 200
     assert status_of(commands[0]) == Status.RESULT_ACCEPTED
+
+
+def test_a_body_without_a_length_is_left_to_django_unread(front, behind, commands):
+    environ = result_environ(commands[0], ACCEPTED)
+    del environ["CONTENT_LENGTH"]
+    body = environ["wsgi.input"]
+    status, _, payload = call(front, environ)
+    assert behind.calls == 1
+    assert environ["wsgi.input"] is body
+    assert status_of(commands[0]) == Status.ACCEPTED  # Django reads no body without a length: nothing recorded
