@@ -42,7 +42,9 @@ def cpu_seconds(roots: dict[str, int], *, database: str) -> dict[str, float]:
     for pid, (_, cpu, name) in table.items():
         if name.startswith("postgres"):
             try:
-                ours = database in (Path("/proc") / str(pid) / "cmdline").read_text(errors="replace")
+                # "postgres: USER DATABASE HOST(PORT) STATE": the name as a word (one bench's database name may
+                # begin another's)
+                ours = database in (Path("/proc") / str(pid) / "cmdline").read_text(errors="replace").split()
             except OSError:
                 ours = False
             used["postgres"] += cpu if ours else 0.0
