@@ -284,7 +284,10 @@ def test_a_large_day_is_loaded_in_pieces_one_session_each_then_partitioned_by_co
     assert all(high < low for (_, _, high), (_, low, _) in zip(ranges, ranges[1:]))  # disjoint EAN ranges
     assert checks == [f"{day}_day"] * 4  # the day's CHECK on it and each piece; the load's kWh and EAN CHECKs gone
     replay = import_csv(tmp_path, lines[:5], "copy", name="again.csv")
-    assert counts(replay) == (5, 0, 0, 5, 0, 0)
+    correction = import_csv(tmp_path, [line(eans[2], local(tomorrow, 3), "0.300")], "copy", name="fix.csv")
+    assert counts(replay) == (5, 0, 0, 5, 0, 0) and counts(correction) == (1, 0, 1, 0, 0, 0)
+    latest = MeterReading.objects.get(connection_id=eans[2], isp_start=isp_time.isp_start(tomorrow, 3))
+    assert (latest.kwh_import, latest.version) == (Decimal("0.300"), 2)  # updated in its piece
 
 
 @pg_only
