@@ -81,16 +81,17 @@ def _host_allowed(environ: dict[str, Any]) -> bool:
 
 
 def _security_headers() -> list[tuple[str, str]] | None:
-    """What SecurityMiddleware and XFrameOptionsMiddleware add to a JSON answer; None when they would do more
-    (redirect to HTTPS, HSTS): then Django answers."""
-    if settings.SECURE_SSL_REDIRECT or settings.SECURE_HSTS_SECONDS:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to a JSON answer; None when the middleware would do
+    more (redirect to HTTPS, HSTS, refuse user agents): then Django answers."""
+    if settings.SECURE_SSL_REDIRECT or settings.SECURE_HSTS_SECONDS or settings.DISALLOWED_USER_AGENTS:
         return None
     headers = [("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper())]
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         headers.append(("X-Content-Type-Options", "nosniff"))
     if settings.SECURE_REFERRER_POLICY:
         policy = settings.SECURE_REFERRER_POLICY
-        headers.append(("Referrer-Policy", policy if isinstance(policy, str) else ",".join(policy)))
+        values = policy.split(",") if isinstance(policy, str) else policy
+        headers.append(("Referrer-Policy", ",".join(value.strip() for value in values)))
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
         headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
     return headers

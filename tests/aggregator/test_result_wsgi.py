@@ -171,3 +171,11 @@ def test_a_body_without_a_length_is_left_to_django_unread(front, behind, command
     assert behind.calls == 1
     assert environ["wsgi.input"] is body
     assert status_of(commands[0]) == Status.ACCEPTED  # Django reads no body without a length: nothing recorded
+
+
+def test_with_a_referrer_policy_list_the_header_is_djangos(commands, settings):
+    settings.SECURE_REFERRER_POLICY = "no-referrer, strict-origin"
+    django_app = get_wsgi_application()  # its middleware reads the settings when it is made
+    fast = call(ResultFastPath(django_app), result_environ(commands[0], ACCEPTED))
+    slow = call(django_app, result_environ(commands[1], ACCEPTED))
+    assert fast[1]["Referrer-Policy"] == slow[1]["Referrer-Policy"] == "no-referrer,strict-origin"
