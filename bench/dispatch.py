@@ -211,7 +211,8 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, default=2, help="gunicorn processes of our server and the CPO")
     parser.add_argument("--server-threads", type=int, default=8, help="gunicorn threads per process")
     parser.add_argument("--web-app", default="config.wsgi:application",
-                        help="our server's WSGI application (aggregator.wsgi:application: with the OCPI result front)")
+                        help="our server's WSGI application (config.wsgi:django_application: without the OCPI result "
+                             "front)")
     parser.add_argument("--keep-logs", action="store_true", help="print where the process logs are")
     args = parser.parse_args()
 

@@ -1,5 +1,5 @@
 """A WSGI front for the one endpoint every dispatched command hits: POST {response_url}, the CPO's asynchronous
-ChargingProfileResult. Wrap the Django application with it (`application = ResultFastPath(get_wsgi_application())`).
+ChargingProfileResult. config.wsgi wraps the Django application with it.
 
 The usual result (a registered CPO's token, its command awaiting a result, a known result type) is recorded with
 delivery.charging_profile_result_record_fast, the same single UPDATE the Django view runs first, and answered here

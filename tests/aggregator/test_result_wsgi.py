@@ -179,3 +179,12 @@ def test_with_a_referrer_policy_list_the_header_is_djangos(commands, settings):
     fast = call(ResultFastPath(django_app), result_environ(commands[0], ACCEPTED))
     slow = call(django_app, result_environ(commands[1], ACCEPTED))
     assert fast[1]["Referrer-Policy"] == slow[1]["Referrer-Policy"] == "no-referrer,strict-origin"
+
+
+def test_the_served_application_is_django_behind_the_front():
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from config import wsgi
+
+    assert isinstance(wsgi.application, ResultFastPath)
+    assert wsgi.application.app is wsgi.django_application and isinstance(wsgi.django_application, WSGIHandler)
