@@ -249,11 +249,16 @@ def tables_of_day(day: date) -> dict[str, str | None]:
 @pytest.fixture
 def day_tables_dropped(tomorrow: date) -> Iterator[None]:
     """Pieces commit from sessions of their own, so these tests commit too; a flush empties tables but keeps
-    the day's partition, which would make the day not new for the next test."""
+    the day's partition, which would make the day not new for the next test. Dropped before as well: an earlier
+    committing test (another module's) may have loaded the same day."""
+    def drop() -> None:
+        with connection.cursor() as cursor:
+            for name in tables_of_day(tomorrow):
+                cursor.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
+
+    drop()
     yield
-    with connection.cursor() as cursor:
-        for name in tables_of_day(tomorrow):
-            cursor.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
+    drop()
 
 
 @pg_only
