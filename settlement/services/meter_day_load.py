@@ -226,6 +226,13 @@ def _checks_after_copy(cursor: psycopg.Cursor, *, check: subprocess.Popen[bytes]
     if eans is None:
         raise NotBulk("a line outside the clean shape")
     _eans_check(cursor, eans)
+    return _indexed_day_checks(cursor, day=day, name=name, eans=eans, received=received, top_limit=top_limit)
+
+
+def _indexed_day_checks(cursor: psycopg.Cursor, *, day: date, name: str, eans: set[str], received: int,
+                        top_limit: object) -> dict[str, Span]:
+    """Over the day's unique index: rule 6 for the lower limits, and the spans for the gap check (none when every
+    connection has every ISP)."""
     table = sql.Identifier(name)
     _lower_limits_check(cursor, table, top_limit)
     complete = len(eans) * isp_time.isp_count(day) == received  # unique and within the day: every ISP there
@@ -441,10 +448,7 @@ def _load_pieces(cursor: psycopg.Cursor, *, day: date, batch_id: object, path: P
         cursor.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
             sql.Identifier(piece.name), sql.Identifier(f"{piece.name}_eans")))
     _unique_index(cursor, name)  # adopts the pieces' indexes, builds nothing
-    table = sql.Identifier(name)
-    _lower_limits_check(cursor, table, top_limit)
-    complete = len(eans) * isp_time.isp_count(day) == received  # unique and within the day: every ISP there
-    spans = {} if complete else _spans(cursor, table)
+    spans = _indexed_day_checks(cursor, day=day, name=name, eans=eans, received=received, top_limit=top_limit)
     _attach_day(cursor, day)
     return DayLoad(day=day, received=received, spans=spans)
 
