@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bench._cpu import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "flexmarket_bench_dispatch"
 
@@ -106,50 +108,6 @@ def processes(specs: list[tuple[str, list[str], dict[str, str]]], log_dir: Path)
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def _proc_table() -> dict[int, tuple[int, float, str]]:
-    """pid -> (ppid, cpu seconds (user+system), command name) for every process, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    table: dict[int, tuple[int, float, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        parts = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(parts[1]), (int(parts[11]) + int(parts[12])) / ticks, name)
-    return table
-
-
-def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far by each named process and its descendants, plus the PostgreSQL backends serving the
-    bench database and Redis (shared with others: a rough figure)."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    used: dict[str, float] = {}
-    for label, root in roots.items():
-        stack, total = [root], 0.0
-        while stack:
-            pid = stack.pop()
-            total += table.get(pid, (0, 0.0, ""))[1]
-            stack.extend(children.get(pid, []))
-        used[label] = total
-    used["postgres"] = 0.0
-    for pid, (_, cpu, name) in table.items():
-        if name.startswith("postgres"):
-            try:
-                ours = DB_NAME in (Path("/proc") / str(pid) / "cmdline").read_text(errors="replace")
-            except OSError:
-                ours = False
-            used["postgres"] += cpu if ours else 0.0
-    used["redis"] = sum(cpu for _, cpu, name in table.values() if name.startswith("redis"))
-    return used
 
 
 def setup_world(profiles: int, cpo_base: str) -> tuple[Any, list[Any]]:
@@ -283,7 +241,7 @@ def main() -> None:
             print(f"{args.profiles} profiles -> sandbox CPO at {cpo_base} ({args.error_rate:.0%} HTTP 500), "
                   f"{args.workers} worker processes", flush=True)
 
-            cpu_before = cpu_seconds(pids)
+            cpu_before = cpu_seconds(pids, database=DB_NAME)
             started = time.monotonic()
             with transaction.atomic():
                 delivery.outbox_put(commands)
@@ -302,7 +260,7 @@ def main() -> None:
                     last_print = now
                 time.sleep(0.2)
             seconds = time.monotonic() - started
-            cpu_after = cpu_seconds(pids)
+            cpu_after = cpu_seconds(pids, database=DB_NAME)
 
             rows = ChargingProfileCommand.objects.filter(flex_order=order)
             by_status: dict[str, int] = {}
