@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from common.exceptions import AdapterError
 from sandbox import cpo as sandbox_cpo
 from sandbox.models import SandboxChargingProfile, SandboxCpoClient
 from tests.factories import ChargePointFactory, ChargePointOperatorFactory, ChargingSessionFactory
+from tests.support.stub_server import serving
 
 Status = ChargingProfileCommand.Status
 PREFIX = "/sandbox/cpo/ocpi/2.2.1/chargingprofiles/"
@@ -183,12 +183,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     _Receiver.connections, _Receiver.bodies = set(), []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Receiver) as base_url:
+        yield base_url
 
 
 class TestResultPosting:

@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +17,7 @@ import pytest
 
 from common.exceptions import AdapterError
 from common.http import http_request
+from tests.support.stub_server import serving
 
 
 class _Peer(BaseHTTPRequestHandler):
@@ -60,12 +61,8 @@ class _Peer(BaseHTTPRequestHandler):
 @pytest.fixture
 def peer() -> Iterator[str]:
     _Peer.connections, _Peer.requests, _Peer.dropped = set(), [], threading.Event()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Peer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Peer) as base_url:
+        yield base_url
 
 
 def test_calls_from_one_thread_share_one_keep_alive_connection(peer):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json as jsonlib
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -190,3 +191,17 @@ def stub_server() -> Iterator[StubServer]:
     """A running StubServer, stopped after the test. Import it into a test module (or conftest) to use it."""
     with StubServer() as server:
         yield server
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering with `handler` (for a test that needs its own request handling,
+    e.g. watching connections): yields its base URL, stopped afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
